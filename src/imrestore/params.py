@@ -1,0 +1,54 @@
+"""Read params.yaml the way DVC does, and turn sections into checked settings.
+
+Stage scripts read their section here (not through `dvc.api`, which would import all of DVC for a dict).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from imrestore.errors import ImrestoreError
+
+PARAMS_FILE = Path("params.yaml")
+
+
+def load_params(path: Path = PARAMS_FILE) -> dict[str, Any]:
+    try:
+        params = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ImrestoreError(f"{path} not found: run stages from the repository root (dvc repro does)") from None
+    except yaml.YAMLError as exc:
+        raise ImrestoreError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(params, dict):
+        raise ImrestoreError(f"{path}: expected a mapping at the top level, found {type(params).__name__}")
+    return params
+
+
+def section(params: dict[str, Any], dotted: str) -> Any:
+    """`section(p, "download.gopro")` with an error naming the missing key."""
+    node: Any = params
+    walked = []
+    for key in dotted.split("."):
+        walked.append(key)
+        if not isinstance(node, dict) or key not in node:
+            raise ImrestoreError(f"params.yaml: missing {'.'.join(walked)} (needed for {dotted})")
+        node = node[key]
+    return node
+
+
+def reject_unknown(mapping: dict[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(mapping) - allowed)
+    if unknown:
+        raise ImrestoreError(f"params.yaml: unknown key {where}.{unknown[0]}; expected one of {', '.join(sorted(allowed))}")
+
+
+def stage_argument(choices: tuple[str, ...], name: str = "dataset") -> str:
+    """The one positional argument of a foreach stage script (`python stages/x.py gopro`)."""
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument(name, choices=choices)
+    return getattr(parser.parse_args(), name)

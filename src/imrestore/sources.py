@@ -1,0 +1,168 @@
+"""Where a dataset comes from, and how it becomes `build/raw/<dataset>/` in the upstream layout.
+
+A source is one of:
+- `sample`: synthesized from the photographs in data/sample_photos (the embedded default);
+- an `https://` or `http://` URL of the upstream archive (plus optional mirrors), pinned by sha256;
+- a `file://` URL or a local path: an archive (e.g. one versioned in data/ with DVC), pinned by sha256,
+  or an already-extracted folder in the upstream layout.
+Whatever the source, the result is verified against the layout and published atomically: a failure leaves
+the previous output (or nothing), never half a dataset.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from imrestore import atomic, layouts
+from imrestore.archives import extract_archive
+from imrestore.download import download, sha256_file
+from imrestore.errors import ImrestoreError
+from imrestore.params import reject_unknown
+from imrestore.sample import GoproSampleConfig, SiddSampleConfig, make_gopro_sample, make_sidd_sample
+
+SAMPLE = "sample"
+SAMPLE_PHOTOS_DIR = Path("data/sample_photos")
+# Verified archives are kept here (outside DVC's outputs) so an interrupted download resumes and a
+# re-run of the stage does not fetch gigabytes again. Safe to delete.
+DOWNLOAD_CACHE = Path(os.environ.get("IMRESTORE_DOWNLOAD_CACHE", "downloads"))
+_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+_SAMPLE_CONFIGS = {"gopro": GoproSampleConfig, "sidd": SiddSampleConfig}
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """The `download.<dataset>` section of params.yaml."""
+
+    dataset: str
+    source: str
+    sha256: str | None = None
+    mirrors: tuple[str, ...] = ()
+    sample: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_params(cls, dataset: str, section: dict[str, Any]) -> SourceConfig:
+        where = f"download.{dataset}"
+        if dataset not in layouts.DATASETS:
+            raise ImrestoreError(f"unknown dataset {dataset!r}: expected one of {', '.join(layouts.DATASETS)}")
+        if not isinstance(section, dict):
+            raise ImrestoreError(f"params.yaml: {where} must be a mapping, found {section!r}")
+        reject_unknown(section, {"source", "sha256", "mirrors", "sample"}, where)
+        source = section.get("source")
+        if not isinstance(source, str) or not source.strip():
+            raise ImrestoreError(f"params.yaml: {where}.source must be 'sample', a URL or a path, found {source!r}")
+        sha = section.get("sha256")
+        if sha is not None and not (isinstance(sha, str) and _SHA256.match(sha)):
+            raise ImrestoreError(f"params.yaml: {where}.sha256 must be 64 hex digits, found {sha!r}")
+        mirrors = section.get("mirrors") or []
+        if not isinstance(mirrors, list) or not all(isinstance(m, str) for m in mirrors):
+            raise ImrestoreError(f"params.yaml: {where}.mirrors must be a list of URLs, found {mirrors!r}")
+        return cls(dataset, source.strip(), sha.lower() if sha else None, tuple(mirrors), section.get("sample") or {})
+
+    def sample_config(self) -> GoproSampleConfig | SiddSampleConfig:
+        return _SAMPLE_CONFIGS[self.dataset].from_params(self.sample, f"download.{self.dataset}.sample")
+
+    @property
+    def kind(self) -> str:
+        if self.source == SAMPLE:
+            return "sample"
+        scheme = urllib.parse.urlparse(self.source).scheme
+        if scheme in ("http", "https"):
+            return "url"
+        if scheme in ("", "file"):
+            return "path"
+        raise ImrestoreError(
+            f"params.yaml: download.{self.dataset}.source {self.source!r} has unsupported scheme {scheme!r}; "
+            "expected 'sample', http(s)://, file:// or a local path"
+        )
+
+    def local_path(self) -> Path:
+        parsed = urllib.parse.urlparse(self.source)
+        return Path(urllib.parse.unquote(parsed.path)) if parsed.scheme == "file" else Path(self.source)
+
+
+def expected_pairs(config: SourceConfig) -> dict[str, int]:
+    """How many pairs per split the source must yield: the sample knows; real data has published counts."""
+    if config.kind == "sample":
+        return config.sample_config().expected_pairs()
+    return dict(OFFICIAL_PAIRS[config.dataset])
+
+
+# Published sizes (DESIGN.md): GoPro 2103 train / 1111 test; SIDD-Small 160 scene instances.
+OFFICIAL_PAIRS = {"gopro": {"train": 2103, "test": 1111}, "sidd": {"all": 160}}
+
+
+def acquire(config: SourceConfig, out_dir: Path, progress: bool = True) -> Path:
+    """Materialise the dataset at `out_dir/<upstream root>` atomically; return that root."""
+    with atomic.atomic_dir(out_dir) as staging:
+        if config.kind == "sample":
+            _synthesize(config, staging)
+        elif config.kind == "url":
+            archive = _fetch(config, progress)
+            _unpack(archive, staging, config.dataset, progress)
+        else:
+            _from_local(config, staging, progress)
+        root = layouts.layout_root(staging, config.dataset)
+        layouts.check_layout(root, config.dataset)
+        root_name = root.name
+    return out_dir / root_name
+
+
+def _synthesize(config: SourceConfig, staging: Path) -> None:
+    cfg = config.sample_config()
+    if config.dataset == "gopro":
+        make_gopro_sample(SAMPLE_PHOTOS_DIR, staging, cfg)
+    else:
+        make_sidd_sample(SAMPLE_PHOTOS_DIR, staging, cfg)
+
+
+def _fetch(config: SourceConfig, progress: bool) -> Path:
+    """Download from the source URL, then each mirror in turn; every copy is checked against the pin."""
+    urls = [config.source, *config.mirrors]
+    name = Path(urllib.parse.urlparse(config.source).path).name or f"{config.dataset}.archive"
+    dest = DOWNLOAD_CACHE / name
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    failures = []
+    for url in urls:
+        try:
+            return download(url, dest, sha256=config.sha256, progress=progress)
+        except ImrestoreError as exc:
+            if config.sha256 is None:
+                raise  # nothing to verify a mirror against: the user must pin the hash first
+            failures.append(f"  {url}: {exc}")
+    raise ImrestoreError(f"could not download {config.dataset} from any source:\n" + "\n".join(failures))
+
+
+def _from_local(config: SourceConfig, staging: Path, progress: bool) -> None:
+    path = config.local_path()
+    where = f"download.{config.dataset}.source"
+    if path.is_dir():
+        root = layouts.find_layout_root(path, config.dataset)
+        shutil.copytree(root, staging / root.name, symlinks=False)
+        return
+    if not path.is_file():
+        raise ImrestoreError(f"params.yaml: {where} is {config.source!r}, but {path} does not exist")
+    actual = sha256_file(path)
+    if config.sha256 is None:
+        raise ImrestoreError(
+            f"no sha256 pinned for {path}; it has sha256 {actual}. Pin it as download.{config.dataset}.sha256 "
+            "in params.yaml so a changed archive can never pass unnoticed"
+        )
+    if actual != config.sha256:
+        raise ImrestoreError(f"checksum mismatch for {path}: expected sha256 {config.sha256}, got {actual}")
+    _unpack(path, staging, config.dataset, progress)
+
+
+def _unpack(archive: Path, staging: Path, dataset: str, progress: bool) -> None:
+    """Extract next to the output, then move the upstream root to the top of `staging`."""
+    extracted = staging / ".extracted"
+    extracted.mkdir()
+    extract_archive(archive, extracted, progress=progress)
+    root = layouts.find_layout_root(extracted, dataset)
+    os.replace(root, staging / root.name)
+    shutil.rmtree(extracted)

@@ -1,0 +1,90 @@
+"""The real `dvc repro` on the embedded sample, in a temporary copy of the repository, on a tiny budget."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+# Small enough for a few seconds per stage on 2 cores; same code paths as the defaults.
+TINY_SAMPLE = {
+    "gopro": {"train_sequences": 2, "test_sequences": 1, "frames_per_sequence": 3, "width": 160, "height": 96},
+    "sidd": {"scenes": 4, "instances_per_scene": 2, "width": 64, "height": 64},
+}
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+
+
+def sh(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": ""}
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def copy_of_repo(dest: Path) -> Path:
+    """The files git would commit (tracked + untracked, not ignored), in a fresh git repository."""
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=REPO,
+                            capture_output=True, text=True, check=True).stdout.split("\0")
+    for name in filter(None, listed):
+        if (REPO / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, dest / name)
+    sh("git", "init", "-q", cwd=dest)
+    sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A", cwd=dest)
+    sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy", cwd=dest)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory) -> Path:
+    repo = copy_of_repo(tmp_path_factory.mktemp("repo"))
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    for dataset, sample in TINY_SAMPLE.items():
+        params["download"][dataset]["sample"].update(sample)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh("imrestore", "data", cwd=repo)
+    sh("dvc", "repro", cwd=repo)
+    return repo
+
+
+def test_repro_builds_layouts_manifests_and_reports(pipeline):
+    gopro = pd.read_csv(pipeline / "build/manifest/gopro.csv")
+    assert gopro.groupby("split").size().to_dict() == {"test": 3, "train": 6}
+    assert gopro["input_path"].str.match(r"build/raw/gopro/GOPRO_Large/(train|test)/GOPR\d{4}_\d{2}_\d{2}/blur/\d{6}\.png").all()
+    assert set(gopro["input_width"]) == {160}
+    sidd = pd.read_csv(pipeline / "build/manifest/sidd.csv")
+    assert len(sidd) == 8 and sidd["camera"].isin(["GP", "IP", "S6", "N6", "G4"]).all()
+    for dataset in ("gopro", "sidd"):
+        summary = json.loads((pipeline / f"reports/validation/{dataset}/summary.json").read_text())
+        assert summary["valid"] and summary["problems"] == 0
+        assert (pipeline / f"reports/validation/{dataset}/data_docs/index.html").is_file()
+
+
+def test_status_is_clean_and_a_second_repro_does_nothing(pipeline):
+    status = sh("dvc", "status", "--json", cwd=pipeline)
+    assert json.loads(status.stdout) == {}
+    again = sh("dvc", "repro", cwd=pipeline)
+    assert "didn't change, skipping" in again.stdout and "Running stage" not in again.stdout
+
+
+def test_data_is_in_the_cache_and_restorable(pipeline):
+    shutil.rmtree(pipeline / "data")
+    sh("imrestore", "data", cwd=pipeline)
+    assert json.loads(sh("dvc", "status", "--json", cwd=pipeline).stdout) == {}
+
+
+def test_metrics_show_reads_the_validation_summary(pipeline):
+    shown = json.loads(sh("dvc", "metrics", "show", "--json", cwd=pipeline).stdout)
+    metrics = next(iter(shown.values()))["data"]
+    assert metrics["reports/validation/gopro/summary.json"]["data"]["pairs"] == 9
