@@ -89,19 +89,20 @@ def main() -> None:
             url = server.url("archive.bin")
             dest = out / "archive.bin"
             clients: dict[str, Callable[[], None]] = {
-                "imrestore download (sha256 while writing)": lambda: download(
+                "ours: download() (hashes while writing)": lambda: download(
                     url, dest, sha256=digest, chunk_bytes=int(args.chunk_mib * (1 << 20)), progress=args.progress
                 ),
-                "reference: urlopen + copyfileobj": lambda: plain_copy(url, dest),
-                "reference: urlopen + copyfileobj, then sha256 pass": lambda: plain_copy_then_sha256(url, dest),
+                "ref: urlopen+copyfileobj": lambda: plain_copy(url, dest),
+                "ref: urlopen+copyfileobj, then sha256": lambda: plain_copy_then_sha256(url, dest),
             }
-            timed(clients["reference: urlopen + copyfileobj"], dest)  # warm the page cache and the server
+            timed(clients["ref: urlopen+copyfileobj"], dest)  # warm the page cache and the server
             seconds: dict[str, list[float]] = {name: [] for name in clients}
             for _ in range(args.repeats):
                 for name, run in clients.items():
                     seconds[name].append(timed(run, dest))
 
     ours, plain, plain_sha = (statistics.median(s) for s in seconds.values())
+    ours_best, plain_best, plain_sha_best = (min(s) for s in seconds.values())
     results = {
         "benchmark": "download_throughput",
         "bytes": size,
@@ -119,9 +120,11 @@ def main() -> None:
             }
             for name, s in seconds.items()
         },
-        # throughput ratios = time ratios inverted, from medians
+        # throughput ratios (ours / reference) are inverted time ratios
         "ratio_ours_vs_plain_copy": plain / ours,
         "ratio_ours_vs_plain_copy_then_sha256": plain_sha / ours,
+        "ratio_ours_vs_plain_copy_best": plain_best / ours_best,
+        "ratio_ours_vs_plain_copy_then_sha256_best": plain_sha_best / ours_best,
         "goal_ratio_vs_plain_copy": 0.8,
     }
 
@@ -135,8 +138,11 @@ def main() -> None:
         )
     console.print(table)
     console.print(
-        f"throughput ratio, medians: ours / plain copy = {results['ratio_ours_vs_plain_copy']:.2f} (goal >= 0.8); "
-        f"ours / (plain copy then sha256 pass) = {results['ratio_ours_vs_plain_copy_then_sha256']:.2f}"
+        "throughput ratio ours / ref (goal >= 0.8 against the plain copy):\n"
+        f"  vs plain copy:             median {results['ratio_ours_vs_plain_copy']:.2f}, "
+        f"best {results['ratio_ours_vs_plain_copy_best']:.2f}\n"
+        f"  vs plain copy then sha256: median {results['ratio_ours_vs_plain_copy_then_sha256']:.2f}, "
+        f"best {results['ratio_ours_vs_plain_copy_then_sha256_best']:.2f}"
     )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -131,7 +131,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Accept-Ranges", "none" if fault.ignore_range else "bytes")
-        self.send_header("Content-Length", str(fault.fake_content_length if fault.fake_content_length is not None else length))
+        claimed = length if fault.fake_content_length is None else fault.fake_content_length
+        self.send_header("Content-Length", str(claimed))
         self.send_header("Last-Modified", email.utils.formatdate(file.stat().st_mtime, usegmt=True))
         if status == 206:
             self.send_header("Content-Range", f"bytes {first}-{last}/{size}")

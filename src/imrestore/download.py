@@ -39,6 +39,8 @@ import shutil
 import socket
 import ssl
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -65,6 +67,7 @@ __all__ = ["download", "ensure_free_space", "sha256_file"]
 
 PART_SUFFIX = ".part"
 FREE_SPACE_MARGIN_BYTES = 64 << 20  # room for the filesystem's own bookkeeping and whatever else runs
+HASH_BUFFERS = 4  # chunks in flight between receiving and hashing; 2 to 8 measured about the same
 MAX_RETRY_DELAY_S = 60.0  # neither backoff nor a server's Retry-After should park a pipeline for longer
 _GIB = float(1 << 30)
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
@@ -96,11 +99,12 @@ def download(
     """Download `url` to `dest` (the final name), verify it against `sha256`, and return `dest`.
 
     Returns at once, without a request, when `dest` or a complete `<dest>.part` already has the pinned
-    hash. `retries` is how many attempts may fail in a row before giving up; an attempt that adds bytes
-    beyond the most seen so far starts the count afresh. The n-th retry in a row waits `backoff_s * 2**n` seconds (or the server's Retry-After, up to a minute).
-    `timeout_s` bounds the connect and every read. With `sha256=None` the file is downloaded, kept as
-    `.part`, and an ImrestoreError reports the hash to pin. Raises ImrestoreError for everything a user
-    can act on.
+    hash; a `dest` with another hash is removed and downloaded again. `retries` is how many attempts may
+    fail in a row before giving up; an attempt that adds bytes beyond the most seen so far starts the
+    count afresh. The n-th retry in a row waits `backoff_s * 2**n` seconds (or the server's Retry-After,
+    up to a minute). `timeout_s` bounds the connect and every read. With `sha256=None` the file is
+    downloaded, kept as `.part`, and an ImrestoreError reports the hash to pin. Raises ImrestoreError for
+    everything a user can act on.
     """
     _check_url(url)
     expected = _check_sha256(sha256, url)
@@ -116,12 +120,12 @@ def download(
         if dest.is_file():
             if _already_verified(url, dest, expected, bar):
                 return dest
-        part = _PartFile(dest.with_name(dest.name + PART_SUFFIX), bar)
-        if expected is not None and part.size > 0 and part.hexdigest() == expected:
-            os.replace(part.path, dest)  # an earlier run finished the body but not the rename
-            return dest
-        _fetch_with_retries(url, part, dest, retries, backoff_s, timeout_s, chunk_bytes, bar)
-        return _verify_and_rename(url, part, dest, expected)
+        with _PartFile(dest.with_name(dest.name + PART_SUFFIX), bar, chunk_bytes) as part:
+            if expected is not None and part.size > 0 and part.hexdigest() == expected:
+                os.replace(part.path, dest)  # an earlier run finished the body but not the rename
+                return dest
+            _fetch_with_retries(url, part, dest, retries, backoff_s, timeout_s, bar)
+            return _verify_and_rename(url, part, dest, expected)
 
 
 def sha256_file(path: Path) -> str:
@@ -153,7 +157,7 @@ def _check_url(url: str) -> None:
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         raise ImrestoreError(
             f"expected an http:// or https:// URL with a host name, got {url!r}; "
-            "local files and other protocols are not downloaded, add them to data/ instead"
+            "other protocols and local paths are not downloaded"
         )
     try:
         parts.port  # noqa: B018 - raises for a port that is not a number in range
@@ -194,17 +198,34 @@ def _already_verified(url: str, dest: Path, expected: str | None, bar: _Bar) -> 
 class _PartFile:
     """The `.part` file and the running sha256 of exactly the bytes in it.
 
-    Hashing while writing means a finished download is verified without reading it back. A `.part` left by
-    an earlier run is hashed once on open, and again only if its size no longer matches what was hashed
-    (a write that failed half-way).
+    Hashing while writing means a finished download is verified without reading it back. The hash runs
+    on a worker thread (hashlib releases the GIL), so hashing one chunk overlaps receiving the next; the
+    chunks rotate through a few buffers, and a buffer is handed out again only after its hash is done.
+    A `.part` left by an earlier run is hashed once on open, and again only if its size no longer matches
+    what was hashed (a write that failed half-way).
     """
 
-    def __init__(self, path: Path, bar: _Bar) -> None:
+    def __init__(self, path: Path, bar: _Bar, chunk_bytes: int) -> None:
         self.path = path
         self._bar = bar
+        self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imrestore-sha256")
+        self._pending: deque[tuple[Future[None], int]] = deque()  # (hash job, buffer index), oldest first
+        self._buffers = [memoryview(bytearray(chunk_bytes)) for _ in range(HASH_BUFFERS)]
+        self._next_buffer = 0
         self._rehash()
 
+    def __enter__(self) -> _PartFile:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._hasher.shutdown(wait=True, cancel_futures=True)
+
+    def _drain(self) -> None:
+        while self._pending:
+            self._pending.popleft()[0].result()
+
     def _rehash(self) -> None:
+        self._drain()
         self._sha = hashlib.sha256()
         self.size = 0
         if self.path.is_file():
@@ -218,9 +239,11 @@ class _PartFile:
             self._rehash()
 
     def hexdigest(self) -> str:
+        self._drain()
         return self._sha.hexdigest()  # hashlib's digest does not end the running hash
 
     def truncate(self) -> None:
+        self._drain()
         self.path.write_bytes(b"")
         self._sha = hashlib.sha256()
         self.size = 0
@@ -230,7 +253,17 @@ class _PartFile:
         with self.path.open("ab") as self._file:
             yield self
 
+    def free_buffer(self) -> memoryview:
+        """A buffer to receive the next chunk into; pass the filled part of it to `write`."""
+        index = self._next_buffer
+        self._next_buffer = (index + 1) % len(self._buffers)
+        while any(busy == index for _, busy in self._pending):  # its hash is queued: wait for it
+            self._pending.popleft()[0].result()
+        self._current_buffer = index
+        return self._buffers[index]
+
     def write(self, chunk: memoryview) -> None:
+        """Append `chunk`, a slice of the buffer `free_buffer` returned last, and queue it for hashing."""
         try:
             self._file.write(chunk)
         except OSError as err:  # a disk error is not a network error: retrying would not help
@@ -238,7 +271,7 @@ class _PartFile:
                 f"cannot write {self.path}: {err.strerror or err}; the bytes so far are kept and the next run "
                 "resumes from them"
             ) from err
-        self._sha.update(chunk)
+        self._pending.append((self._hasher.submit(self._sha.update, chunk), self._current_buffer))
         self.size += len(chunk)
 
     def delete(self) -> None:
@@ -268,18 +301,16 @@ class _Session:
     url: str
     dest: Path
     timeout_s: float
-    chunk_bytes: int
     bar: _Bar
     use_ranges: bool = True  # False after a server answered a range with the wrong bytes
     validator: str | None = None  # ETag or Last-Modified, sent as If-Range so a changed file restarts
 
 
 def _fetch_with_retries(
-    url: str, part: _PartFile, dest: Path, retries: int, backoff_s: float, timeout_s: float, chunk_bytes: int,
-    bar: _Bar,
+    url: str, part: _PartFile, dest: Path, retries: int, backoff_s: float, timeout_s: float, bar: _Bar
 ) -> None:
     """Make `part` hold the whole body, resuming after transient failures."""
-    session = _Session(url, dest, timeout_s, chunk_bytes, bar)
+    session = _Session(url, dest, timeout_s, bar)
     attempts = 0
     failures_in_a_row = 0
     most_bytes_seen = part.size
@@ -296,7 +327,9 @@ def _fetch_with_retries(
             failures_in_a_row += 1
             if failures_in_a_row >= retries:
                 raise ImrestoreError(f"could not download {url} after {attempts} attempts: {err}") from None
-            time.sleep(_retry_delay(backoff_s, failures_in_a_row - 1, err.retry_after_s))
+            delay = _retry_delay(backoff_s, failures_in_a_row - 1, err.retry_after_s)
+            bar.note(f"{err}; retrying in {delay:.1f} s (attempt {attempts + 1}, resuming at byte {part.size})")
+            time.sleep(delay)
 
 
 def _retry_delay(backoff_s: float, retry_index: int, retry_after_s: float | None) -> float:
@@ -405,21 +438,20 @@ def _receive(
     session: _Session, response: http.client.HTTPResponse, part: _PartFile, length: int | None
 ) -> None:
     """Copy the body into `part`, chunk by chunk, until `length` bytes arrived or the server ends it."""
-    buffer = bytearray(session.chunk_bytes)
-    view = memoryview(buffer)
     received = 0
     total = None if length is None else part.size + length
     task = session.bar.start(session.dest.name, total, part.size)
     try:
         with part.appending():
             while length is None or received < length:
+                buffer = part.free_buffer()
                 try:
                     n = response.readinto(buffer)
                 except (OSError, http.client.HTTPException) as err:
                     raise _network_failure(session, err) from None
                 if n == 0:
                     break
-                part.write(view[:n])
+                part.write(buffer[:n])
                 received += n
                 session.bar.advance(task, n)
     finally:
@@ -506,6 +538,9 @@ class _Bar:
     def finish(self, task: TaskID | None) -> None:
         pass
 
+    def note(self, message: str) -> None:
+        pass
+
 
 _NO_BAR = _Bar()
 
@@ -528,6 +563,10 @@ class _RichBar(_Bar):
     def advance(self, task: TaskID | None, n: int) -> None:
         if task is not None:
             self._progress.advance(task, n)
+
+    def note(self, message: str) -> None:
+        # Printed above the bars, so a pause for a retry is explained rather than looking like a hang.
+        self._progress.console.print(message, style="yellow", markup=False, highlight=False)
 
 
 @contextlib.contextmanager
