@@ -8,9 +8,15 @@ numpy and computes per-pair statistics, in `cores` worker processes. A second ru
 the per-image cost of that extra work; a decode-only reference in `cores` processes shows how well plain
 decoding itself scales on this machine (the ceiling for any parallel validator). All runs read the same files,
 alternating, after one warm-up pass so the page cache is warm for each; the table shows best and median
-images/s (2 images per pair). A per-step profile (single process, a sample of pairs) says where the time goes.
+images/s (2 images per pair) and CPU ms per image. A per-step profile (single process, a sample of pairs) says
+where the time goes.
 
-The dataset is a GoPro layout written into a temp dir (or --data DIR, kept and reused): N pairs of 1280x720 RGB
+Other processes on the machine only ever slow runs down, so the verdict uses each variant's best run. CPU time
+per image is nearly immune to such load: reference CPU ms/image / ours' (N workers) CPU ms/image is the goal
+ratio ours would reach with a full core per worker, printed as the load-proof ceiling.
+
+The dataset is a GoPro layout written into a temp dir (or --data DIR, kept; a later run reuses it, all of it or
+the first --pairs pairs): N pairs (default 200) of 1280x720 RGB
 PNGs, panning crops of scikit-image's bundled photos with sensor-like noise; `blur` is the average of shifted
 crops (as GoPro's blur is an average of frames); `blur_gamma` holds hard links to `blur` (validation reads
 only blur and sharp, but the layout check wants the folder).
@@ -111,15 +117,17 @@ def _write_sequence(job: tuple[Path, str, int, int]) -> int:
     return written
 
 
-def ensure_gopro(raw: Path, pairs: int, workers: int, console: Console) -> Path:
-    """GOPRO_Large under `raw` with `pairs` pairs (about 80% train, 20% test); reuse it if it already matches."""
+def ensure_gopro(raw: Path, pairs: int | None, workers: int, console: Console) -> list[Pair]:
+    """The pairs of GOPRO_Large under `raw`: reused if it exists (the first `pairs` of them), else written
+    with `pairs` pairs (default 200), about 80% train and 20% test."""
     root = raw / "GOPRO_Large"
     if root.is_dir():
         found = list_pairs(root, "gopro")
-        if len(found) == pairs:
-            console.print(f"reusing {len(found)} pairs in {root}")
-            return root
-        raise SystemExit(f"{root} holds {len(found)} pairs, not {pairs}: pass --pairs {len(found)} or another --data")
+        if pairs and pairs > len(found):
+            raise SystemExit(f"{root} holds {len(found)} pairs, fewer than --pairs {pairs}: use another --data")
+        console.print(f"reusing {root}: {pairs or len(found)} of its {len(found)} pairs")
+        return found[:pairs] if pairs else found
+    pairs = pairs or 200
     sequences = max(2, -(-pairs // FRAMES_PER_SEQUENCE))
     test = max(1, sequences // 5)
     counts = [pairs // sequences + (i < pairs % sequences) for i in range(sequences)]
@@ -133,7 +141,7 @@ def ensure_gopro(raw: Path, pairs: int, workers: int, console: Console) -> Path:
     with ProcessPoolExecutor(max_workers=workers) as pool:
         size = sum(pool.map(_write_sequence, jobs))
     console.print(f"  {size / 2 / pairs / 1e6:.2f} MB per PNG, {time.perf_counter() - start:.0f} s")
-    return root
+    return list_pairs(root, "gopro")
 
 
 # --------------------------------------------------------------------------------------------- runners
@@ -156,19 +164,16 @@ def decode_only_parallel(paths: list[Path], workers: int) -> None:
 
 
 def ours(pairs: list[Pair], workers: int, show_progress: bool) -> None:
-    if show_progress:
-        build_manifest(pairs, "gopro", workers=workers)
-        return
-    # build_manifest has no quiet switch: send its rich bar (which writes to sys.stdout) into a buffer;
-    # rich sees a non-terminal and draws nothing until the end, so the measured code path is unchanged.
-    with contextlib.redirect_stdout(io.StringIO()):
-        build_manifest(pairs, "gopro", workers=workers)
+    build_manifest(pairs, "gopro", workers=workers, progress=show_progress)
 
 
-def timed(run: Callable[[], None]) -> float:
-    start = time.perf_counter()
+def timed(run: Callable[[], None]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process and of the worker processes it reaped)."""
+    cpu0, start = os.times(), time.perf_counter()
     run()
-    return time.perf_counter() - start
+    wall, cpu1 = time.perf_counter() - start, os.times()
+    cpu = sum(cpu1[i] - cpu0[i] for i in range(4))  # user, system, children's user, children's system
+    return wall, cpu
 
 
 def profile(pairs: list[Pair]) -> dict[str, float]:
@@ -216,7 +221,8 @@ def profile(pairs: list[Pair]) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pairs", type=int, default=200, help="image pairs in the generated dataset (default 200)")
+    parser.add_argument("--pairs", type=int, default=None,
+                        help="image pairs to generate (default 200), or to use of a reused --data (default all)")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each variant, alternating (default 3)")
     parser.add_argument("--workers", type=int, default=None, help="workers for ours (default: usable cores)")
     parser.add_argument("--profile-pairs", type=int, default=20, help="pairs in the per-step profile (0: skip)")
@@ -226,13 +232,12 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
     args = parser.parse_args()
 
-    console = Console()
+    console = Console() if sys.stdout.isatty() else Console(width=120)  # rich assumes 80 columns in a pipe
     cores = default_workers()
     workers = args.workers or cores
     with contextlib.ExitStack() as stack:
         raw = args.data or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="imrestore-bench-")))
-        root = ensure_gopro(raw, args.pairs, cores, console)
-        pairs = list_pairs(root, "gopro")
+        pairs = ensure_gopro(raw, args.pairs, cores, console)
         paths = [p for pair in pairs for p in (pair.input, pair.target)]
         images = len(paths)
         png_bytes = sum(p.stat().st_size for p in paths)
@@ -250,15 +255,33 @@ def main() -> None:
         console.print(f"warm-up: decoding {images} images once ({png_bytes / 1e6:.0f} MB of PNG) ...")
         timed(variants[ref_name])
         seconds: dict[str, list[float]] = {name: [] for name in variants}
+        cpu: dict[str, list[float]] = {name: [] for name in variants}
         for r in range(args.repeats):
             for name, run in variants.items():
-                seconds[name].append(timed(run))
-                console.print(f"  run {r + 1}/{args.repeats}: {name}: {seconds[name][-1]:.2f} s")
+                wall, cpu_s = timed(run)
+                seconds[name].append(wall)
+                cpu[name].append(cpu_s)
+                console.print(f"  run {r + 1}/{args.repeats}: {name}: {wall:.2f} s wall, {cpu_s:.2f} s CPU")
         steps = profile(pairs[: args.profile_pairs]) if args.profile_pairs else {}
 
     rate = {name: {"best": images / min(s), "median": images / statistics.median(s)} for name, s in seconds.items()}
-    ref, par, one = rate[ref_name]["median"], rate[par_name]["median"], rate[one_name]["median"]
-    ratio = par / (ref * cores)
+    cpu_ms = {name: 1e3 * min(c) / images for name, c in cpu.items()}  # least disturbed by other load
+
+    def ratios(stat: str) -> dict[str, float]:
+        ref, par, one = rate[ref_name][stat], rate[par_name][stat], rate[one_name][stat]
+        out = {"goal": par / (ref * cores), "work": one / ref, "efficiency": par / (one * cores)}
+        if len(variants) > 3:
+            out["reference_efficiency"] = rate[list(variants)[3]][stat] / (ref * cores)
+        return out
+
+    # Other processes on the machine only ever slow a run down, so the best run of each is the cleanest
+    # estimate; the verdict uses best, the median is shown beside it.
+    best, median = ratios("best"), ratios("median")
+    ref, par, one = rate[ref_name]["best"], rate[par_name]["best"], rate[one_name]["best"]
+    ratio = best["goal"]
+    # What ours would reach with a full core per worker and no scheduling loss: CPU time per image is
+    # barely changed by other processes sharing the cores, wall time is, so this is the load-proof bound.
+    ceiling = cpu_ms[ref_name] / cpu_ms[par_name]
     results = {
         "benchmark": "validation_throughput",
         "cores": cores,
@@ -275,42 +298,56 @@ def main() -> None:
             name: {
                 "best_images_per_s": rate[name]["best"],
                 "median_images_per_s": rate[name]["median"],
+                "best_cpu_ms_per_image": cpu_ms[name],
                 "all_s": s,
+                "all_cpu_s": cpu[name],
             }
             for name, s in seconds.items()
         },
+        # best runs (images/s); the verdict
         "reference_images_per_s": ref,
         "ours_images_per_s": par,
         "ours_1_worker_images_per_s": one,
-        # from medians: the goal, and its two factors (extra work per image x parallel scaling)
         "ratio_ours_vs_reference_x_cores": ratio,
-        "ratio_ours_1_worker_vs_reference": one / ref,
-        "parallel_efficiency_ours": par / (one * cores),
         "goal_ratio": GOAL,
         "pass": ratio >= GOAL,
+        # the goal ratio's two factors, extra work per image (ours 1 worker / reference) x parallel efficiency
+        # (ours N workers / (ours 1 worker x cores)); "reference_efficiency": plain decode in N processes
+        "ratios_best": best,
+        "ratios_median": median,
+        # CPU time per image is barely touched by other load: the work factor in CPU time, and the ceiling of
+        # the goal ratio (reference CPU ms/image / ours' CPU ms/image in N workers, pool overhead included)
+        "cpu_work_ratio_reference_vs_ours_1_worker": cpu_ms[ref_name] / cpu_ms[one_name],
+        "cpu_ceiling_ratio": ceiling,
+        "pass_cpu_ceiling": ceiling >= GOAL,
         "profile_s_per_image": steps,
     }
-    if not args.no_parallel_reference:
-        results["parallel_efficiency_reference"] = rate[list(variants)[3]]["median"] / (ref * cores)
 
     table = Table(title=f"validation of {len(pairs)} GoPro pairs ({images} PNGs, {WIDTH}x{HEIGHT}), "
                         f"{cores} cores, {args.repeats} runs each")
-    for column in ("variant", "best s", "median s", "best img/s", "median img/s", "vs reference"):
+    columns = ("variant", "best s", "median s", "best img/s", "median img/s", "best vs ref", "best CPU ms/img")
+    for column in columns:
         table.add_column(column, justify="left" if column == "variant" else "right")
     for name, s in seconds.items():
         table.add_row(name, f"{min(s):.2f}", f"{statistics.median(s):.2f}", f"{rate[name]['best']:.1f}",
-                      f"{rate[name]['median']:.1f}", f"{rate[name]['median'] / ref:.2f}x")
+                      f"{rate[name]['median']:.1f}", f"{rate[name]['best'] / ref:.2f}x", f"{cpu_ms[name]:.1f}")
     console.print(table)
     if max(results["load_average"]) > 0.5:
         console.print(f"[yellow]note: 1-minute load average {load_before:.1f} before, {results['load_average'][1]:.1f} "
                       f"after: other processes shared the {cores} cores, so parallel numbers are pessimistic[/yellow]")
     verdict = "[green]PASS[/green]" if results["pass"] else "[red]FAIL[/red]"
+    for label, r in (("best", best), ("median", median)):
+        console.print(
+            f"{label:>6}: ours / (reference x {cores} cores) = {r['goal']:.2f} (goal >= {GOAL})"
+            + (f" {verdict}" if label == "best" else "")
+            + f" = per-image work {r['work']:.2f} x parallel efficiency {r['efficiency']:.2f}"
+            + (f"; plain decode in {workers} processes scales {r['reference_efficiency']:.2f}"
+               if "reference_efficiency" in r else "")
+        )
     console.print(
-        f"goal: ours / (reference x {cores} cores) = {ratio:.2f} (>= {GOAL}) {verdict}  = "
-        f"per-image work {one / ref:.2f} (ours 1 worker / reference) x "
-        f"parallel efficiency {results['parallel_efficiency_ours']:.2f} (ours {workers} workers / (1 worker x {cores}))"
-        + (f"; plain decode's own parallel efficiency: {results['parallel_efficiency_reference']:.2f}"
-           if "parallel_efficiency_reference" in results else "")
+        f"CPU time per image: reference / ours 1 worker = {results['cpu_work_ratio_reference_vs_ours_1_worker']:.2f} "
+        f"(the work factor); reference / ours {workers} workers = {ceiling:.2f} = the goal ratio's ceiling with a "
+        f"full core per worker " + ("[green]>=[/green]" if ceiling >= GOAL else "[red]<[/red]") + f" {GOAL}"
     )
     if steps:
         prof = Table(title=f"where one image's time goes (1 process, first {min(args.profile_pairs, len(pairs))} pairs)")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import email.utils
 import http.server
+import os
 import re
 import socket
 import struct
@@ -58,7 +59,9 @@ class RequestRecord:
     path: str  # the URL path without the leading "/", unquoted, as passed to `url()`
     range: str | None  # the Range header as sent, or None
     status: int
-    bytes_sent: int  # body bytes written to the socket
+    # Body bytes written to the socket. Set before the headers go out, so a client that has its response
+    # (or gave up on an error's body) already sees the final number; lowered if the client hung up early.
+    bytes_sent: int
     headers: dict[str, str]  # request headers
 
 
@@ -142,26 +145,33 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if lying:
             self.send_header("Connection", "close")  # after a lie the connection cannot be reused
             self.close_connection = True
-        self.end_headers()
-        if not send_body:
-            return
         to_send = length if fault.cut_after_bytes is None else min(length, fault.cut_after_bytes)
         if fault.fake_content_length is not None:
             to_send = min(to_send, fault.fake_content_length)
+        record.bytes_sent = to_send if send_body else 0
+        self.end_headers()
+        if not send_body:
+            return
         with file.open("rb") as body:
             if fault.stall_s and to_send == length:
                 self.server.owner._closing.wait(fault.stall_s)
-            record.bytes_sent = self._send_file(body, first, to_send)
+            self._send_file(record, body, first, to_send)
             if fault.stall_s and to_send < length:
                 self.server.owner._closing.wait(fault.stall_s)
         if fault.cut_after_bytes is not None and to_send < length:
             self._cut(fault.reset)
 
-    def _send_file(self, body, offset: int, count: int) -> int:
+    def _send_file(self, record: RequestRecord, body, offset: int, count: int) -> None:  # noqa: ANN001
         # sendfile keeps the server out of the way when a benchmark measures the client.
-        if count <= 0:
-            return 0
-        return self.connection.sendfile(body, offset, count)
+        sent = 0
+        try:
+            while sent < count:
+                n = os.sendfile(self.connection.fileno(), body.fileno(), offset + sent, count - sent)
+                if n == 0:
+                    break
+                sent += n
+        finally:
+            record.bytes_sent = sent
 
     def _cut(self, reset: bool) -> None:
         if reset:  # SO_LINGER 0 makes close() send RST: the client sees "connection reset by peer"
@@ -180,10 +190,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         for name, value in {**(extra or {}), **fault.headers}.items():
             self.send_header(name, value)
+        send_body = self.command != "HEAD"
+        record.bytes_sent = len(data) if send_body else 0
         self.end_headers()
-        if self.command != "HEAD":
+        if send_body:
             self.wfile.write(data)
-            record.bytes_sent = len(data)
 
 
 class _Server(http.server.ThreadingHTTPServer):

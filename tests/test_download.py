@@ -181,14 +181,14 @@ def test_persistent_503_gives_up_after_retries(http_server, archive, tmp_path):
 
 def test_read_timeout_is_retried(http_server, archive, tmp_path):
     name, data, digest = archive
-    http_server.add_fault(name, stall_s=3.0, times=1)
+    http_server.add_fault(name, stall_s=30.0, times=1)  # headers, then silence (until the server closes)
 
     dest = download(
-        http_server.url(name), tmp_path / "a.zip", sha256=digest, backoff_s=0.01, timeout_s=0.3,
+        http_server.url(name), tmp_path / "a.zip", sha256=digest, backoff_s=0.01, timeout_s=0.5,
         chunk_bytes=CHUNK, progress=False,
     )
     assert dest.read_bytes() == data
-    assert len(http_server.requests_for(name)) == 2
+    assert len(http_server.requests_for(name)) >= 2  # one stalled, then success (more only on a very busy machine)
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,7 @@
 """The physics of the synthetic sample: camera-shake blur (GoPro-like) and raw-sensor noise (SIDD-like).
 
-Pure numpy/scipy functions on float arrays in [0, 1] (H×W×3, RGB) unless a name says uint8. Each function is
-one idea and names the paper it comes from:
+Pure numpy/scipy/scikit-image functions on float arrays in [0, 1] (H×W×3, RGB) unless a name says uint8.
+Each function is one idea and names the paper it comes from:
 
 - Nah, Kim, Lee, "Deep Multi-scale Convolutional Neural Network for Dynamic Scene Deblurring", CVPR 2017
   (the GoPro dataset): a blurred frame is the average of consecutive 240 fps frames, the sharp frame is the
@@ -53,13 +53,13 @@ def linear_to_gamma(linear: np.ndarray, gamma: float = 2.2) -> np.ndarray:
 
 
 def smoothstep(x: np.ndarray) -> np.ndarray:
-    """The global tone curve 3x² − 2x³ that Brooks et al. 2019 (Sec. 3.1) use to approximate a camera's."""
+    """The global tone curve 3x² − 2x³ that Brooks et al. 2019 use to approximate a camera's."""
     x = np.clip(x, 0.0, 1.0)
     return 3.0 * x**2 - 2.0 * x**3
 
 
 def inverse_smoothstep(y: np.ndarray) -> np.ndarray:
-    """Closed-form inverse of `smoothstep`: x = ½ − sin(asin(1 − 2y) / 3) (Brooks et al. 2019, Eq. 2)."""
+    """Closed-form inverse of `smoothstep`: x = ½ − sin(asin(1 − 2y) / 3) (Brooks et al. 2019)."""
     y = np.clip(y, 0.0, 1.0)
     return 0.5 - np.sin(np.arcsin(1.0 - 2.0 * y) / 3.0)
 
@@ -179,7 +179,7 @@ def average_srgb(subframes: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def average_linear(subframes: Sequence[np.ndarray], gamma: float = 2.2) -> np.ndarray:
-    """GoPro `blur_gamma`: invert a gamma-2.2 response, average the light, re-apply it (Nah et al. 2017, Eq. 2)."""
+    """GoPro `blur_gamma`: invert a gamma-2.2 response, average the light, re-apply it (Nah et al. 2017)."""
     to_linear = gamma_to_linear(np.arange(256) / 255.0, gamma)  # a table: only 256 possible values
     total = sum(np.take(to_linear, np.asarray(f, dtype=np.uint8)) for f in subframes)
     return to_uint8(linear_to_gamma(total / len(subframes), gamma))
@@ -237,7 +237,7 @@ _SHUTTER_CONSTANT = 1600.0  # t = exposure·K / (ISO·lux): ISO 100, N light →
 
 
 def rgb_to_cam(camera: str) -> np.ndarray:
-    """Linear sRGB → camera-space matrix, rows normalised so white maps to white (Brooks et al. 2019, Sec. 3.2)."""
+    """Linear sRGB → camera-space matrix, rows normalised so white stays white (Brooks et al. 2019, `random_ccm`)."""
     matrix = XYZ_TO_CAM[camera] @ RGB_TO_XYZ
     return matrix / matrix.sum(axis=1, keepdims=True)
 
@@ -255,7 +255,7 @@ def white_balance_gains(camera: str, temperature_k: int) -> tuple[float, float]:
 
 
 def safe_invert_gains(image: np.ndarray, red_gain: float, blue_gain: float) -> np.ndarray:
-    """Undo white balance while preserving highlights (Brooks et al. 2019, Sec. 3.3, `safe_invert_gains`).
+    """Undo white balance while preserving highlights (Brooks et al. 2019, `safe_invert_gains`).
 
     Plain division by the gains would turn clipped white highlights coloured; above a grey level of 0.9 the
     inverse gains are blended smoothly towards 1 (never below the plain inverse).
@@ -342,7 +342,7 @@ def demosaic_malvar(bayer: np.ndarray) -> np.ndarray:
 
 
 def noise_levels(camera: str, iso: int) -> tuple[float, float]:
-    """(shot, read) variances of the raw noise model for a camera at an ISO (Brooks et al. 2019, Sec. 3.4).
+    """(shot, read) variances of the raw noise for a camera at an ISO (Brooks et al. 2019, `random_noise_levels`).
 
     Shot noise grows linearly with analogue gain; read noise follows their fitted log-log line
     log(read) = 2.18·log(shot) + 1.20, shifted by a per-camera offset.
@@ -356,7 +356,7 @@ def add_poisson_gaussian_noise(raw: np.ndarray, shot: float, read: float, rng: n
     """Heteroscedastic sensor noise with variance shot·x + read: scaled Poisson photon noise plus Gaussian read noise.
 
     y = shot·Poisson(x / shot) + N(0, read) has mean x and variance shot·x + read, the model of Brooks et al.
-    2019 (Eq. 6) and of Foi et al. 2008, with real Poisson statistics instead of its Gaussian approximation.
+    2019 and of Foi et al. 2008, with real Poisson statistics instead of its Gaussian approximation.
     """
     photons = rng.poisson(np.maximum(raw, 0.0) / shot)
     return shot * photons + rng.normal(0.0, math.sqrt(read), size=raw.shape)
@@ -369,7 +369,7 @@ def shutter_denominator(iso: int, brightness: str) -> int:
 
 
 def unprocess(srgb: np.ndarray, camera: str, temperature_k: int) -> np.ndarray:
-    """sRGB [0, 1] → linear raw RGGB mosaic in [0, 1] (Brooks et al. 2019, Sec. 3, steps in reverse order)."""
+    """sRGB [0, 1] → linear raw RGGB mosaic in [0, 1] (Brooks et al. 2019, `unprocess`, no random brightness)."""
     image = inverse_smoothstep(srgb)
     image = gamma_to_linear(image)
     image = apply_ccm(image, rgb_to_cam(camera))

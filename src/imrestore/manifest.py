@@ -8,6 +8,7 @@ offending file in one report.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import struct
 from concurrent.futures import ProcessPoolExecutor
@@ -56,7 +57,7 @@ def inspect_image(path: Path) -> tuple[ImageFacts, np.ndarray | None]:
         return ImageFacts(error=f"unreadable: {exc.strerror or exc}"), None
     digest = hashlib.sha256(data).hexdigest()
     try:
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(data)) as image:  # the bytes already read: one read per file
             image.load()  # decodes every byte: truncation raises here
             width, height, mode = image.width, image.height, image.mode
             pixels = np.asarray(image) if mode == "RGB" else None
@@ -89,21 +90,23 @@ def inspect_pair(pair: Pair) -> dict[str, object]:
 
 
 def _pair_statistics(inp: np.ndarray | None, tgt: np.ndarray | None) -> dict[str, float]:
+    # Integer sums on the uint8 pixels: widening a 720p frame to float costs more than decoding a third of it.
     stats = {"input_mean": np.nan, "target_mean": np.nan, "input_target_mae": np.nan}
     if inp is not None:
-        stats["input_mean"] = float(inp.mean())
+        stats["input_mean"] = int(inp.sum(dtype=np.uint64)) / inp.size
     if tgt is not None:
-        stats["target_mean"] = float(tgt.mean())
+        stats["target_mean"] = int(tgt.sum(dtype=np.uint64)) / tgt.size
     if inp is not None and tgt is not None and inp.shape == tgt.shape:
-        stats["input_target_mae"] = float(np.abs(inp.astype(np.int16) - tgt).mean())
+        abs_diff = np.maximum(inp, tgt) - np.minimum(inp, tgt)  # |a - b| without leaving uint8
+        stats["input_target_mae"] = int(abs_diff.sum(dtype=np.uint64)) / inp.size
     return stats
 
 
-def build_manifest(pairs: list[Pair], dataset: str, workers: int | None = None) -> pd.DataFrame:
+def build_manifest(pairs: list[Pair], dataset: str, workers: int | None = None, progress: bool = True) -> pd.DataFrame:
     """Inspect every pair (in `workers` processes) and return the manifest, in the order of `pairs`."""
     workers = workers or default_workers()
     rows = []
-    with progress_bar(f"validate {dataset}", total=len(pairs), unit="pairs") as advance:
+    with progress_bar(f"validate {dataset}", total=len(pairs), unit="pairs", enabled=progress) as advance:
         if workers == 1:
             for pair in pairs:
                 rows.append(inspect_pair(pair))

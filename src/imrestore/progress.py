@@ -18,8 +18,12 @@ from rich.progress import (
 
 
 @contextlib.contextmanager
-def progress_bar(description: str, total: float | None, unit: str = "items", start: float = 0) -> Iterator[Callable[[float], None]]:
+def progress_bar(description: str, total: float | None, unit: str = "items", start: float = 0,
+                 enabled: bool = True) -> Iterator[Callable[[float], None]]:
     """Yield `advance(n)`; `unit="bytes"` shows sizes, transfer rate and ETA."""
+    if not enabled:
+        yield lambda n: None
+        return
     if unit == "bytes":
         columns = [DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn()]
     else:

@@ -23,11 +23,11 @@ from typing import Any, Self
 
 import numpy as np
 from PIL import Image
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from imrestore import atomic
 from imrestore import degradations as deg
 from imrestore.errors import ImrestoreError
+from imrestore.progress import progress_bar
 
 # scikit-image data file → credit and licence, in the order the sample uses them.
 SAMPLE_PHOTOS: dict[str, str] = {
@@ -90,6 +90,13 @@ def _missing_photo_error(path: Path) -> ImrestoreError:
     )
 
 
+def _unreadable_photo_error(path: Path, error: OSError) -> ImrestoreError:
+    return ImrestoreError(
+        f"{path}: expected a readable PNG or JPEG photograph, found an unreadable file ({error}). "
+        "Run `make data` to copy it again from scikit-image."
+    )
+
+
 def _read_photo(path: Path) -> np.ndarray:
     """One photograph as an H×W×3 uint8 RGB array."""
     if not path.is_file():
@@ -98,7 +105,7 @@ def _read_photo(path: Path) -> np.ndarray:
         with Image.open(path) as image:
             return np.asarray(image.convert("RGB"), dtype=np.uint8)
     except OSError as error:
-        raise ImrestoreError(f"{path}: expected a readable PNG or JPEG photograph, found an unreadable file ({error})")
+        raise _unreadable_photo_error(path, error)
 
 
 def load_photos(photo_dir: Path) -> dict[str, np.ndarray]:
@@ -117,7 +124,7 @@ def photo_sizes(photo_dir: Path) -> dict[str, tuple[int, int]]:
             with Image.open(path) as image:
                 sizes[name] = image.size
         except OSError as error:
-            raise ImrestoreError(f"{path}: expected a readable PNG or JPEG photograph, found an unreadable file ({error})")
+            raise _unreadable_photo_error(path, error)
     return sizes
 
 
@@ -244,20 +251,20 @@ def _default_workers(n_tasks: int) -> int:
     return max(1, min(cpus, n_tasks))
 
 
-def _run_tasks(function: Callable[..., None], tasks: Sequence[tuple], description: str, workers: int) -> None:
+def _run_tasks(
+    function: Callable[..., None], tasks: Sequence[tuple], description: str, unit: str, workers: int
+) -> None:
     """Call `function(*task)` for every task under a rich progress bar.
 
     Each task writes its own files and draws its randomness from its own seed, so the output does not depend
     on the worker count or on completion order. Workers are spawned (not forked) so that no lock held by a
     thread of the caller is inherited.
     """
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns) as progress:
-        bar = progress.add_task(description, total=len(tasks))
+    with progress_bar(description, total=len(tasks), unit=unit) as advance:
         if workers <= 1:
             for task in tasks:
                 function(*task)
-                progress.advance(bar)
+                advance(1)
             return
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
@@ -265,7 +272,7 @@ def _run_tasks(function: Callable[..., None], tasks: Sequence[tuple], descriptio
             try:
                 for future in as_completed(futures):
                     future.result()
-                    progress.advance(bar)
+                    advance(1)
             except BaseException:
                 for future in futures:
                     future.cancel()
@@ -383,7 +390,9 @@ def sequence_trajectory(plan: GoproSequencePlan, cfg: GoproSampleConfig) -> np.n
     )
 
 
-def _render_gopro_frame(photo_path: str, plan: GoproSequencePlan, frame: int, cfg: GoproSampleConfig, seq_dir: str) -> None:
+def _render_gopro_frame(
+    photo_path: str, plan: GoproSequencePlan, frame: int, cfg: GoproSampleConfig, seq_dir: str
+) -> None:
     """Render one frame's sub-frames and write its sharp, blur and blur_gamma PNGs."""
     photo = _prepared_photo(photo_path, plan.photo_size)
     path = sequence_trajectory(plan, cfg)[frame * plan.subframes : (frame + 1) * plan.subframes]
@@ -403,7 +412,8 @@ def make_gopro_sample(photo_dir: Path, out_root: Path, cfg: GoproSampleConfig, *
     """Write `out_root/GOPRO_Large/{train,test}/<SEQ>/{blur,blur_gamma,sharp}/NNNNNN.png`.
 
     Sharp frames are the middle 240 fps sub-frame; `blur` averages the sub-frames as stored (sRGB),
-    `blur_gamma` in linear light. `workers=None` uses one process per available core.
+    `blur_gamma` in linear light. `workers=None` uses one process per available core; workers are spawned, so
+    a script that calls this needs the usual `if __name__ == "__main__":` guard.
     """
     plans = plan_gopro_sample(photo_sizes(photo_dir), cfg)
     tasks = []
@@ -414,7 +424,7 @@ def make_gopro_sample(photo_dir: Path, out_root: Path, cfg: GoproSampleConfig, *
         photo_path = str(Path(photo_dir) / plan.photo)
         tasks.extend((photo_path, plan, frame, cfg, str(seq_dir)) for frame in range(cfg.frames_per_sequence))
     try:
-        _run_tasks(_render_gopro_frame, tasks, "GoPro-like sample", workers or _default_workers(len(tasks)))
+        _run_tasks(_render_gopro_frame, tasks, "GoPro-like sample", "frames", workers or _default_workers(len(tasks)))
     finally:
         _prepared_photo.cache_clear()
 
@@ -438,6 +448,9 @@ class SiddInstancePlan:
     temperature_k: int
     brightness: str
     noise_seed: int
+    # Each instance is its own capture: the phone is set up anew, so the scene lands a little differently on the
+    # sensor. Without this, two instances with the same camera and illuminant would share a byte-identical GT.
+    placement_px: tuple[float, float] = (0.0, 0.0)
 
     @property
     def folder(self) -> str:
@@ -448,7 +461,11 @@ class SiddInstancePlan:
         )
 
 
-def _scene_boxes(sizes: Mapping[str, tuple[int, int]], cfg: SiddSampleConfig) -> list[tuple[str, tuple[int, int, int, int]]]:
+Box = tuple[int, int, int, int]  # (left, top, right, bottom)
+MAX_PLACEMENT_PX = 0.5  # how far an instance's view may sit from its scene's crop, per axis
+
+
+def _scene_boxes(sizes: Mapping[str, tuple[int, int]], cfg: SiddSampleConfig) -> list[tuple[str, Box]]:
     """cfg.scenes non-overlapping crops, taken round-robin across the photos (a centred grid in each)."""
     grids = {}
     for name, (width, height) in sizes.items():
@@ -466,7 +483,7 @@ def _scene_boxes(sizes: Mapping[str, tuple[int, int]], cfg: SiddSampleConfig) ->
             f"sidd sample: expected room for {cfg.scenes} non-overlapping {cfg.width}×{cfg.height} scenes in the "
             f"sample photographs, found only {capacity} ({per_photo}); lower scenes or the crop size"
         )
-    scenes: list[tuple[str, tuple[int, int, int, int]]] = []
+    scenes: list[tuple[str, Box]] = []
     for round_index in range(max(len(boxes) for boxes in grids.values())):
         for name, boxes in grids.items():
             if round_index < len(boxes) and len(scenes) < cfg.scenes:
@@ -488,6 +505,7 @@ def plan_sidd_sample(sizes: Mapping[str, tuple[int, int]], cfg: SiddSampleConfig
     temperatures = _balanced(rng, deg.ILLUMINANTS_K, n)
     brightness = _balanced(rng, deg.BRIGHTNESS, n)
     seeds = rng.integers(2**63, size=n)
+    placements = rng.uniform(-MAX_PLACEMENT_PX, MAX_PLACEMENT_PX, size=(n, 2))
     plans = []
     for k in range(n):
         photo, box = scenes[k // cfg.instances_per_scene]
@@ -503,6 +521,7 @@ def plan_sidd_sample(sizes: Mapping[str, tuple[int, int]], cfg: SiddSampleConfig
                 temperature_k=temperatures[k],
                 brightness=brightness[k],
                 noise_seed=int(seeds[k]),
+                placement_px=(float(placements[k, 0]), float(placements[k, 1])),
             )
         )
     return plans
@@ -516,7 +535,13 @@ def _cached_photo(path: str) -> np.ndarray:
 def _render_sidd_instance(photo_path: str, plan: SiddInstancePlan, instance_dir: str) -> None:
     """Synthesise one scene instance and write its GT and NOISY PNGs."""
     left, top, right, bottom = plan.box
-    crop = _cached_photo(photo_path)[top:bottom, left:right]
+    photo = _cached_photo(photo_path)
+    pad = 4  # enough context for the bicubic kernel around a sub-pixel placement
+    x0, y0 = max(left - pad, 0), max(top - pad, 0)
+    region = deg.to_float(photo[y0 : bottom + pad, x0 : right + pad])
+    dx, dy = plan.placement_px
+    centre_x, centre_y = (left + right - 1) / 2 + dx - x0, (top + bottom - 1) / 2 + dy - y0
+    crop = deg.to_uint8(deg.render_view(region, centre_x, centre_y, 0.0, right - left, bottom - top))
     gt, noisy = deg.sidd_pair(
         crop, plan.camera, plan.iso, plan.temperature_k, plan.brightness, np.random.default_rng(plan.noise_seed)
     )
@@ -541,7 +566,7 @@ def make_sidd_sample(photo_dir: Path, out_root: Path, cfg: SiddSampleConfig, *, 
         pixels = len(tasks) * cfg.width * cfg.height
         workers = _default_workers(len(tasks)) if pixels > 16 * 2**20 else 1
     try:
-        _run_tasks(_render_sidd_instance, tasks, "SIDD-like sample", workers)
+        _run_tasks(_render_sidd_instance, tasks, "SIDD-like sample", "pairs", workers)
     finally:
         _cached_photo.cache_clear()
     atomic.write_text(root / SIDD_INDEX_NAME, "".join(f"{plan.folder}\n" for plan in plans))
