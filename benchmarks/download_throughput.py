@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import platform
 import shutil
@@ -33,6 +32,8 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+
+from common import write_json
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "src"), str(REPO / "tests")]  # the package and the tests' loopback server
@@ -154,10 +155,7 @@ def main() -> None:
         f"  vs plain copy then sha256: median {results['ratio_ours_vs_plain_copy_then_sha256']:.2f}, "
         f"best {results['ratio_ours_vs_plain_copy_then_sha256_best']:.2f}"
     )
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-        console.print(f"wrote {args.json}")
+    write_json(results, args.json, console)
 
 
 if __name__ == "__main__":

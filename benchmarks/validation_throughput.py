@@ -29,8 +29,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
-import io
-import json
 import os
 import pickle
 import platform
@@ -46,6 +44,8 @@ import numpy as np
 from PIL import Image
 from rich.console import Console
 from rich.table import Table
+
+from common import write_json
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
@@ -361,10 +361,7 @@ def main() -> None:
             else:
                 prof.add_row(name, f"{value * 1e3:.2f}", f"{value / total:.0%}")
         console.print(prof)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-        console.print(f"wrote {args.json}")
+    write_json(results, args.json, console)
 
 
 if __name__ == "__main__":

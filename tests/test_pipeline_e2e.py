@@ -88,3 +88,14 @@ def test_metrics_show_reads_the_validation_summary(pipeline):
     shown = json.loads(sh("dvc", "metrics", "show", "--json", cwd=pipeline).stdout)
     metrics = next(iter(shown.values()))["data"]
     assert metrics["reports/validation/gopro/summary.json"]["data"]["pairs"] == 9
+
+
+def test_push_then_pull_restores_everything_without_running_stages(pipeline):
+    sh("dvc", "push", cwd=pipeline)
+    assert any((pipeline / ".dvc-storage").rglob("*")), "the default remote is the local .dvc-storage/"
+    manifest = (pipeline / "build/manifest/gopro.csv").read_bytes()
+    for produced in ("data", "build", ".dvc/cache"):
+        shutil.rmtree(pipeline / produced)
+    sh("dvc", "pull", cwd=pipeline)
+    assert (pipeline / "build/manifest/gopro.csv").read_bytes() == manifest
+    assert json.loads(sh("dvc", "status", "--json", cwd=pipeline).stdout) == {}

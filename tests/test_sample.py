@@ -215,14 +215,6 @@ def test_gopro_frames_are_blurred_and_continue_one_trajectory(photo_dir, gopro_r
     assert plan.subframes % 2 == 1 and gopro_cfg.min_subframes <= plan.subframes <= gopro_cfg.max_subframes
 
 
-def test_gopro_is_deterministic_for_any_worker_count(photo_dir, gopro_root, gopro_cfg, tmp_path):
-    sample.make_gopro_sample(photo_dir, tmp_path / "again", gopro_cfg, workers=2)
-    assert tree_bytes(tmp_path / "again") == tree_bytes(gopro_root)
-    other = sample.GoproSampleConfig.from_params({**SMALL_GOPRO, "seed": 4}, "test")
-    sample.make_gopro_sample(photo_dir, tmp_path / "other", other, workers=1)
-    assert tree_bytes(tmp_path / "other") != tree_bytes(gopro_root)
-
-
 # ---------------------------------------------------------------------------------------------- SIDD sample
 
 
@@ -290,12 +282,17 @@ def test_sidd_noisy_differs_from_gt_by_zero_mean_noise(sidd_root):
     assert np.median(biases) < 1.5
 
 
-def test_sidd_is_deterministic_and_seeded(photo_dir, sidd_root, sidd_cfg, tmp_path):
-    sample.make_sidd_sample(photo_dir, tmp_path / "again", sidd_cfg, workers=2)
-    assert tree_bytes(tmp_path / "again") == tree_bytes(sidd_root)
-    other = sample.SiddSampleConfig.from_params({**SMALL_SIDD, "seed": 2}, "test")
-    sample.make_sidd_sample(photo_dir, tmp_path / "other", other, workers=1)
-    assert tree_bytes(tmp_path / "other") != tree_bytes(sidd_root)
+@pytest.mark.parametrize("dataset", ["gopro", "sidd"])
+def test_sample_is_deterministic_for_any_worker_count_and_seeded(dataset, request, photo_dir, tmp_path):
+    make, config, small = {
+        "gopro": (sample.make_gopro_sample, sample.GoproSampleConfig, SMALL_GOPRO),
+        "sidd": (sample.make_sidd_sample, sample.SiddSampleConfig, SMALL_SIDD),
+    }[dataset]
+    first = request.getfixturevalue(f"{dataset}_root")
+    make(photo_dir, tmp_path / "again", request.getfixturevalue(f"{dataset}_cfg"), workers=2)
+    assert tree_bytes(tmp_path / "again") == tree_bytes(first)
+    make(photo_dir, tmp_path / "other", config.from_params({**small, "seed": 4}, "test"), workers=1)
+    assert tree_bytes(tmp_path / "other") != tree_bytes(first)
 
 
 def test_sidd_too_many_scenes_is_a_clear_error(photo_dir, tmp_path):

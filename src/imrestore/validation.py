@@ -19,7 +19,11 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
 
-from imrestore.layouts import DATASETS, GOPRO_SPLITS, SIDD_BRIGHTNESS, SIDD_CAMERAS
+from imrestore import atomic
+from imrestore.errors import ImrestoreError
+from imrestore.layouts import DATASETS, GOPRO_SPLITS, SIDD_BRIGHTNESS, SIDD_CAMERAS, list_pairs
+from imrestore.manifest import build_manifest
+from imrestore.params import reject_unknown
 
 # Every ISO stop a phone camera reports (third stops, 50..12800); SIDD's values are among them.
 ISO_STOPS = (50, 64, 80, 100, 125, 160, 200, 250, 320, 400, 500, 640, 800, 1000, 1250, 1600, 2000, 2500, 3200,
@@ -146,9 +150,9 @@ def _found(value: object) -> str:
     return str(value)
 
 
-def expectation_suite(dataset: str, expected_pairs: dict[str, int]):
+def expectation_suite(dataset: str, expected_pairs: dict[str, int]) -> list[tuple[str, object]]:
     """Dataset-level expectations: a list of (table, expectation) where table is "pairs" or "splits"."""
-    import great_expectations.expectations as gxe
+    import great_expectations.expectations as gxe  # imported late: GX takes seconds to import
     from great_expectations.expectations.row_conditions import Column
 
     def described(expectation, description: str):
@@ -285,11 +289,6 @@ def validate_dataset(dataset: str, root: Path, expected_pairs: dict[str, int], m
     The reports (summary JSON and Data Docs) are written either way so a failed run can be inspected; the
     manifest, which later stages read, only exists for a valid dataset.
     """
-    from imrestore import atomic
-    from imrestore.errors import ImrestoreError
-    from imrestore.layouts import list_pairs
-    from imrestore.manifest import build_manifest
-
     manifest = build_manifest(list_pairs(root, dataset, gopro_input), dataset, workers)
     if manifest.empty:
         raise ImrestoreError(f"no image pairs found under {root}")
@@ -315,9 +314,6 @@ def validate_dataset(dataset: str, root: Path, expected_pairs: dict[str, int], m
 
 def validate_settings(dataset: str, section: dict | None, official: dict[str, int]) -> tuple[dict[str, int], str]:
     """(expected pairs per split, GoPro input folder) from the `validate.<dataset>` params section."""
-    from imrestore.errors import ImrestoreError
-    from imrestore.params import reject_unknown
-
     section = section or {}
     where = f"validate.{dataset}"
     reject_unknown(section, {"expected_pairs", "input_folder"}, where)
