@@ -99,3 +99,22 @@ def test_push_then_pull_restores_everything_without_running_stages(pipeline):
     sh("dvc", "pull", cwd=pipeline)
     assert (pipeline / "build/manifest/gopro.csv").read_bytes() == manifest
     assert json.loads(sh("dvc", "status", "--json", cwd=pipeline).stdout) == {}
+
+
+def test_an_invalid_dataset_stops_the_pipeline_naming_the_file(pipeline, tmp_path):
+    """Runs last: it points the SIDD source at a copy with a truncated image."""
+    broken = tmp_path / "sidd_copy"
+    shutil.copytree(pipeline / "build/raw/sidd", broken)
+    victim = sorted(broken.glob("SIDD_Small_sRGB_Only/Data/*/NOISY_SRGB_010.PNG"))[1]
+    victim.write_bytes(victim.read_bytes()[:200])
+    params = yaml.safe_load((pipeline / "params.yaml").read_text())
+    params["download"]["sidd"]["source"] = str(broken)
+    (pipeline / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    failed = sh("dvc", "repro", "validate@sidd", cwd=pipeline, check=False)
+    assert failed.returncode != 0
+    shown = victim.relative_to(broken).as_posix()
+    assert f"build/raw/sidd/{shown}: input must be a readable, fully decodable image" in failed.stderr
+    assert "Traceback" not in failed.stderr
+    assert not (pipeline / "build/manifest/sidd.csv").exists()
+    assert "validate@sidd" in json.loads(sh("dvc", "status", "--json", cwd=pipeline).stdout)
