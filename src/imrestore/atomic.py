@@ -7,6 +7,7 @@ then renamed. A crash leaves at most a `.tmp-*` sibling, which the next run remo
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -76,3 +77,7 @@ def write_text(final: Path | str, text: str) -> None:
 def write_bytes(final: Path | str, data: bytes) -> None:
     with atomic_file(final) as tmp:
         tmp.write_bytes(data)
+
+
+def write_json(final: Path | str, data: object) -> None:
+    write_text(final, json.dumps(data, indent=2) + "\n")

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
+from imrestore.errors import ImrestoreError
 from imrestore.layouts import Pair
 from imrestore.progress import progress_bar
 
@@ -119,3 +120,16 @@ def build_manifest(pairs: list[Pair], dataset: str, workers: int | None = None, 
     frame = pd.DataFrame(rows)
     frame.insert(0, "dataset", dataset)
     return frame
+
+
+# Identifiers that look numeric but are names: "000047" must not become 47.
+_TEXT_COLUMNS = {"pair_id": str, "split": str, "group": str, "sequence": str, "frame": str, "scene_instance": str,
+                 "capture": str, "input_path": str, "target_path": str, "input_error": str, "target_error": str}
+
+
+def read_manifest(path: Path) -> pd.DataFrame:
+    """Read a manifest (or a table derived from one) written by `build_manifest` with its types intact."""
+    try:
+        return pd.read_csv(path, dtype=_TEXT_COLUMNS, keep_default_na=False)
+    except FileNotFoundError:
+        raise ImrestoreError(f"{path} not found: run `dvc repro` so the validate stage writes it") from None

@@ -52,3 +52,11 @@ def stage_argument(choices: tuple[str, ...], name: str = "dataset") -> str:
     parser = argparse.ArgumentParser()
     parser.add_argument(name, choices=choices)
     return getattr(parser.parse_args(), name)
+
+
+def require_int(mapping: dict[str, Any], key: str, where: str, minimum: int = 0) -> int:
+    """`mapping[key]` as an int ≥ minimum, or an error naming `where.key`."""
+    value = mapping.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ImrestoreError(f"params.yaml: {where}.{key} must be an integer ≥ {minimum}, found {value!r}")
+    return value

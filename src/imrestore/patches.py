@@ -11,6 +11,13 @@ On-disk format (one folder per dataset, e.g. build/patches/gopro/):
                                                 of every file, the parameters and the sha256 of the split table
 `PatchCache` opens a subset and refuses a cache whose files do not match cache.json (wrong size or shape
 always; wrong content with verify="full"), naming the file, what was expected and what was found.
+
+`build_patch_cache` writes that format. Crops follow BasicSR's `extract_subimages` (a grid of `size` crops
+every `step` pixels, plus a last row/column flush with the border when more than `thresh_size` pixels would
+be left over). The plan comes from the widths and heights in the split table, so the arrays are allocated
+at their final size before any image is decoded; worker processes then decode one pair at a time and write
+its patches straight into the files at precomputed offsets. Memory stays at a few decoded images per worker
+whatever the dataset's size, and the bytes do not depend on the number of workers.
 """
 
 from __future__ import annotations

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -298,7 +297,7 @@ def validate_dataset(dataset: str, root: Path, expected_pairs: dict[str, int], m
     problems += expectation_problems
     summary = summarize(manifest, dataset, problems, counts)
     summary["problem_details"] = [str(p) for p in problems]
-    atomic.write_text(report_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    atomic.write_json(report_dir / "summary.json", summary)
     if problems:
         shown = "\n".join(f"  - {p}" for p in problems[:MAX_PROBLEMS_SHOWN])
         more = len(problems) - MAX_PROBLEMS_SHOWN

@@ -1,0 +1,107 @@
+import itertools
+
+import pandas as pd
+import pytest
+
+from imrestore.errors import ImrestoreError
+from imrestore.split import SplitConfig, assign_subsets, check_leakage, iso_level, split_summary
+
+CAMERAS = ["GP", "IP", "S6", "N6", "G4"]
+ISOS = [100, 800, 3200, 1600, 400]
+
+
+def sidd_manifest(scenes: int = 10, instances: int = 4) -> pd.DataFrame:
+    rows = []
+    for scene, k in itertools.product(range(1, scenes + 1), range(instances)):
+        n = len(rows) + 1
+        camera, iso = CAMERAS[(scene + k) % 5], ISOS[(scene * 3 + k) % 5]
+        rows.append({"pair_id": f"{n:04d}_{scene:03d}/010", "split": "all", "group": f"{scene:03d}",
+                     "scene_instance": f"{n:04d}_{scene:03d}_{camera}", "camera": camera, "iso": iso,
+                     "input_sha256": f"in{n}", "target_sha256": f"gt{n}"})
+    return pd.DataFrame(rows)
+
+
+def gopro_manifest() -> pd.DataFrame:
+    rows = []
+    for split, seqs in (("train", ["A", "B", "C", "D", "E"]), ("test", ["T1", "T2"])):
+        for seq, frame in itertools.product(seqs, range(4)):
+            rows.append({"pair_id": f"{split}/{seq}/{frame:06d}", "split": split, "group": seq,
+                         "input_sha256": f"{seq}{frame}i", "target_sha256": f"{seq}{frame}t"})
+    return pd.DataFrame(rows)
+
+
+def test_sidd_split_is_grouped_by_scene_80_20_and_deterministic():
+    config = SplitConfig(seed=3)
+    table = assign_subsets(sidd_manifest(), "sidd", config)
+    assert (table.groupby("group")["subset"].nunique() == 1).all()
+    assert (table["subset"] == "test").mean() == pytest.approx(0.2)
+    assert table["subset"].tolist() == assign_subsets(sidd_manifest(), "sidd", config)["subset"].tolist()
+    seeds = {tuple(assign_subsets(sidd_manifest(), "sidd", SplitConfig(seed=s))["subset"]) for s in range(6)}
+    assert len(seeds) > 1, "the seed decides the split"
+    check_leakage(table)
+
+
+def test_cameras_and_iso_levels_are_kept_on_both_sides_where_groups_allow():
+    for seed in range(5):
+        table = assign_subsets(sidd_manifest(), "sidd", SplitConfig(seed=seed))
+        for column in (table["camera"], table["iso"].map(iso_level)):
+            sides = {s: set(column[table["subset"] == s]) for s in ("train", "test")}
+            assert sides["test"] == sides["train"] == set(column)
+
+
+def test_instance_grouping_reproduces_the_papers_split_and_reports_shared_scenes():
+    config = SplitConfig(group_by="instance")
+    table = assign_subsets(sidd_manifest(), "sidd", config)
+    assert table["split_group"].is_unique and (table["subset"] == "test").sum() == 8
+    summary = split_summary(table, "sidd", config)
+    assert summary["shared_scenes"] > 0 and summary["pairs"] == {"train": 32, "val": 0, "test": 8}
+
+
+def test_validation_subset_is_carved_from_train_in_whole_groups():
+    table = assign_subsets(sidd_manifest(), "sidd", SplitConfig(val_fraction=0.1))
+    counts = table["subset"].value_counts().to_dict()
+    assert counts == {"train": 28, "test": 8, "val": 4}
+    assert (table.groupby("group")["subset"].nunique() == 1).all()
+
+
+def test_gopro_keeps_the_official_split_and_carves_val_from_train_sequences():
+    manifest = gopro_manifest()
+    table = assign_subsets(manifest, "gopro", SplitConfig(val_fraction=0.2))
+    assert (table.loc[manifest["split"] == "test", "subset"] == "test").all()
+    val = table[table["subset"] == "val"]
+    assert len(val) == 4 and val["group"].nunique() == 1 and set(val["split"]) == {"train"}
+    summary = split_summary(table, "gopro", SplitConfig(val_fraction=0.2))
+    assert summary["pairs"] == {"train": 16, "val": 4, "test": 8} and summary["groups"]["test"] == 2
+
+
+def test_leaks_are_named():
+    table = assign_subsets(sidd_manifest(), "sidd", SplitConfig())
+    test_row = table.index[table["subset"] == "test"][0]
+    train_row = table.index[table["subset"] == "train"][0]
+    table.loc[test_row, "input_sha256"] = table.loc[train_row, "input_sha256"]
+    table.loc[train_row + 1, "split_group"] = table.loc[test_row, "split_group"]
+    with pytest.raises(ImrestoreError) as caught:
+        check_leakage(table)
+    message = str(caught.value)
+    assert f"group {table.loc[test_row, 'split_group']} is in 2 subsets" in message
+    assert f"identical input content" in message
+    assert f"{table.loc[test_row, 'pair_id']} (test)" in message and f"{table.loc[train_row, 'pair_id']} (train)" in message
+
+
+@pytest.mark.parametrize(
+    ("dataset", "section", "message"),
+    [
+        ("sidd", {"test_fraction": 1.5}, "split.sidd.test_fraction must be a number in [0, 1), found 1.5"),
+        ("sidd", {"group_by": "camera"}, "split.sidd.group_by must be one of scene, instance, found 'camera'"),
+        ("gopro", {"test_fraction": 0.2}, "unknown key split.gopro.test_fraction"),
+        ("sidd", {"seed": "x"}, "split.sidd.seed must be an integer, found 'x'"),
+    ],
+)
+def test_bad_split_params_are_named(dataset, section, message):
+    with pytest.raises(ImrestoreError, match=message.replace(".", r"\.").replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
+        SplitConfig.from_params(dataset, section)
+
+
+def test_a_split_that_leaves_too_few_groups_is_a_clear_error():
+    with pytest.raises(ImrestoreError, match="a grouped split needs at least two"):
+        assign_subsets(sidd_manifest(scenes=2), "sidd", SplitConfig(val_fraction=0.3))
