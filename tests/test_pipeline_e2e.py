@@ -20,6 +20,7 @@ TINY_SAMPLE = {
     "gopro": {"train_sequences": 2, "test_sequences": 1, "frames_per_sequence": 3, "width": 160, "height": 96},
     "sidd": {"scenes": 4, "instances_per_scene": 2, "width": 64, "height": 64},
 }
+TINY_PATCHES = {"gopro": {"size": 64, "step": 48}, "sidd": {"size": 32, "step": 16}}
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -52,6 +53,7 @@ def pipeline(tmp_path_factory) -> Path:
     params = yaml.safe_load((repo / "params.yaml").read_text())
     for dataset, sample in TINY_SAMPLE.items():
         params["download"][dataset]["sample"].update(sample)
+        params["patches"][dataset].update(TINY_PATCHES[dataset])
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh("imrestore", "data", cwd=repo)
     sh("dvc", "repro", cwd=repo)
@@ -69,6 +71,23 @@ def test_repro_builds_layouts_manifests_and_reports(pipeline):
         summary = json.loads((pipeline / f"reports/validation/{dataset}/summary.json").read_text())
         assert summary["valid"] and summary["problems"] == 0
         assert (pipeline / f"reports/validation/{dataset}/data_docs/index.html").is_file()
+
+
+def test_repro_splits_without_leaks_and_builds_patch_caches(pipeline):
+    from imrestore.manifest import read_manifest
+    from imrestore.patches import PatchCache
+
+    sidd = read_manifest(pipeline / "build/splits/sidd.csv")
+    assert (sidd.groupby("group")["subset"].nunique() == 1).all(), "SIDD is grouped by scene"
+    assert set(sidd["subset"]) == {"train", "val", "test"} and (sidd["subset"] == "test").sum() == 2
+    gopro = read_manifest(pipeline / "build/splits/gopro.csv")
+    assert (gopro["subset"] == "test").sum() == 3 and (gopro.loc[gopro["split"] == "train", "subset"] != "test").all()
+    summary = json.loads((pipeline / "reports/splits/sidd.json").read_text())
+    assert summary["pairs"]["train"] + summary["pairs"]["test"] + summary["pairs"]["val"] == 8
+    for dataset, table in (("gopro", gopro), ("sidd", sidd)):
+        cache = PatchCache(pipeline / "build/patches" / dataset, "train", verify="full")
+        assert len(cache) > 0 and cache.inputs.shape == cache.targets.shape
+        assert set(cache.index["pair_id"]) <= set(table.loc[table["subset"] == "train", "pair_id"])
 
 
 def test_status_is_clean_and_a_second_repro_does_nothing(pipeline):
