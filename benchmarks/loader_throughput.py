@@ -5,10 +5,12 @@ Goal: ours (CPU path: `RestorationDataModule`'s DataLoader over the patch cache)
 The reference is how BasicSR's disk backend feeds a restoration model: per sample, pick a pair, decode both
 PNGs (PIL here, cv2 there), cut an aligned random crop, flip/rotate it, and make float CHW tensors. Both
 loaders are torch DataLoaders with the same number of worker processes, the same batch size and crop size,
-and produce the same kind of batch (float32 NCHW in [0, 1], input and target). Their iterators are created
-once (persistent workers) and measured in alternating windows of at least --seconds each; at the start of
-every window the batches the workers prefetched while the other loader ran are discarded, so no window
-gets work done for free. The table shows the best and median window in crops/s.
+and produce the same kind of batch (float32 NCHW in [0, 1], input and target). They are measured in alternating
+windows of at least --seconds each; each window starts a fresh loader, discards its first batches (worker
+start-up, the prefetch queue filling) and shuts its workers down at the end, so no loader's workers run during
+another's window. The table shows the best and median window in crops/s, and CPU ms per crop (this
+process and its workers), which other load on the machine hardly changes: the CPU ratio is the wall ratio
+ours would reach with its cores to itself.
 
 The device-resident executor (the whole train cache on the device, crops gathered there) is measured on
 --device for batch sizes --device-batches. With the default `--device cpu` it runs in this process on the CPU:
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import importlib.resources
 import os
 import platform
@@ -35,12 +38,13 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import psutil
 import torch
 from PIL import Image
 from rich.console import Console
@@ -188,19 +192,85 @@ def ours_loader(cache: Path, crop: int, batch: int, workers: int) -> DataLoader:
 # --------------------------------------------------------------------------------------------- timing
 
 
-def window(batches: Iterator, batch: int, seconds: float, skip: int, sync=lambda: None) -> float:
-    """Crops/s over at least `seconds`, after discarding `skip` batches (what was prefetched meanwhile)."""
+def cpu_seconds() -> float:
+    """CPU time (user + system) used so far by this process and its children, the DataLoader workers."""
+    total = 0.0
+    for process in [psutil.Process(), *psutil.Process().children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = process.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+def window(batches: Iterator, batch: int, seconds: float, skip: int, sync=lambda: None) -> tuple[float, float]:
+    """(crops/s, CPU ms per crop) over at least `seconds` of a stream of batches, after discarding the first
+    `skip` (worker start-up and filling the prefetch queue)."""
     for _ in range(skip):
         next(batches)
     sync()
-    count, start = 0, time.perf_counter()
+    count, start, cpu = 0, time.perf_counter(), cpu_seconds()
     while True:
         next(batches)
         count += 1
         if count >= 3 and time.perf_counter() - start >= seconds:
             break
     sync()
-    return count * batch / (time.perf_counter() - start)
+    wall, cpu = time.perf_counter() - start, cpu_seconds() - cpu
+    return count * batch / wall, 1e3 * cpu / (count * batch)
+
+
+def fresh_window(make_loader: Callable[[], DataLoader], batch: int, seconds: float, skip: int) -> tuple[float, float]:
+    """`window` on a new loader whose workers are shut down afterwards. A loader left waiting would keep its
+    workers busy on their prefetched batches (seconds of PNG decoding for the reference) during the next
+    loader's window, stealing its cores and inflating its CPU time."""
+    before = {child.pid for child in psutil.Process().children()}
+    loader = make_loader()
+    batches = iter(loader)
+    result = window(batches, batch, seconds, skip)
+    del batches, loader
+    gc.collect()  # the iterator's __del__ shuts the workers down
+    deadline = time.monotonic() + 30
+    while {child.pid for child in psutil.Process().children()} - before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return result
+
+
+def compare(pairs: list[tuple[str, str]], cache: Path, crop: int, args: argparse.Namespace,
+            console: Console) -> dict:
+    """Ours against the reference at one crop size: alternating windows, best and median crops/s."""
+    makers = {"reference": lambda: reference_loader(pairs, crop, args.batch, args.workers),
+              "ours": lambda: ours_loader(cache, crop, args.batch, args.workers)}
+    skip = 2 * max(1, args.workers)  # DataLoader's default prefetch_factor 2, per worker
+    rates: dict[str, list[float]] = {name: [] for name in makers}
+    cpu_ms: dict[str, list[float]] = {name: [] for name in makers}
+    for make in makers.values():  # warm-up: fill the page cache with the PNGs and the cache's pages
+        fresh_window(make, args.batch, 0.5, skip)
+    for r in range(args.repeats):
+        for name, make in makers.items():
+            rate, cpu = fresh_window(make, args.batch, args.seconds, skip)
+            rates[name].append(rate)
+            cpu_ms[name].append(cpu)
+            console.print(f"  crop {crop}, run {r + 1}/{args.repeats}: {name}: {rate:,.1f} crops/s, "
+                          f"{cpu:.2f} CPU ms/crop")
+    best = {name: max(values) for name, values in rates.items()}
+    median = {name: statistics.median(values) for name, values in rates.items()}
+    cpu = {name: min(values) for name, values in cpu_ms.items()}  # least disturbed by other load
+    return {
+        "crop": crop,
+        "reference_crops_per_s": best["reference"],
+        "ours_crops_per_s": best["ours"],
+        "reference_median_crops_per_s": median["reference"],
+        "ours_median_crops_per_s": median["ours"],
+        "ratio": best["ours"] / best["reference"],
+        "ratio_median": median["ours"] / median["reference"],
+        "pass": best["ours"] / best["reference"] >= GOAL,
+        # CPU time per crop hardly changes when other processes share the cores; wall time does
+        "reference_cpu_ms_per_crop": cpu["reference"],
+        "ours_cpu_ms_per_crop": cpu["ours"],
+        "cpu_ratio": cpu["reference"] / cpu["ours"],
+        "all_crops_per_s": rates,
+        "all_cpu_ms_per_crop": cpu_ms,
+    }
 
 
 def device_sweep(cache: Path, device: torch.device, crops: list[int], batches: list[int], seconds: float,
@@ -211,15 +281,15 @@ def device_sweep(cache: Path, device: torch.device, crops: list[int], batches: l
     inputs, targets = upload(train.inputs, device), upload(train.targets, device)
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     sync()
-    console.print(f"uploaded the train cache to {device} "
-                  f"({(train.inputs.nbytes + train.targets.nbytes) / 2**30:.2f} GiB) in {time.perf_counter() - start:.1f} s")
+    gib = (train.inputs.nbytes + train.targets.nbytes) / 2**30
+    console.print(f"uploaded the train cache to {device} ({gib:.2f} GiB) in {time.perf_counter() - start:.1f} s")
     rows = []
     for crop in crops:
         for batch in batches:
             sampling = Sampling(0, batch, len(train), train.patch_size, crop, dihedral=True)
             iterator = iter(DeviceResidentBatches(inputs, targets, sampling, PlanSampler(ENDLESS)))
             window(iterator, batch, 0.2, skip=2, sync=sync)  # warm-up: kernels, caches, allocator
-            rates = [window(iterator, batch, seconds, skip=0, sync=sync) for _ in range(repeats)]
+            rates = [window(iterator, batch, seconds, skip=0, sync=sync)[0] for _ in range(repeats)]
             rows.append({"crop": crop, "batch": batch, "best_crops_per_s": max(rates),
                          "median_crops_per_s": statistics.median(rates), "all_crops_per_s": rates})
             console.print(f"  device-resident on {device}: crop {crop}, batch {batch}: {max(rates):,.0f} crops/s")
@@ -246,7 +316,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
     args = parser.parse_args()
 
-    console = Console() if sys.stdout.isatty() else Console(width=130)  # rich assumes 80 columns in a pipe
+    console = Console() if sys.stdout.isatty() else Console(width=150)  # rich assumes 80 columns in a pipe
     crops = [int(c) for c in args.crops.split(",")]
     device_batches = [int(b) for b in args.device_batches.split(",")]
     device = torch.device(args.device)
@@ -261,36 +331,7 @@ def main() -> None:
         cache = ensure_cache(root, pairs, args.patch, cores, console)
         patches = len(PatchCache(cache, "train"))
         load_before = os.getloadavg()[0]
-
-        comparison = []
-        for crop in crops:
-            loaders = {"reference": reference_loader(pairs, crop, args.batch, args.workers),
-                       "ours": ours_loader(cache, crop, args.batch, args.workers)}
-            iterators = {name: iter(loader) for name, loader in loaders.items()}
-            # What the workers may have prefetched while the other loader was measured (DataLoader's default
-            # prefetch_factor 2 per worker), discarded at the start of each window.
-            skip = 2 * max(1, args.workers)
-            rates: dict[str, list[float]] = {name: [] for name in loaders}
-            for name, batches in iterators.items():  # warm-up: start the workers, fill the page cache
-                window(batches, args.batch, 0.5, skip=skip)
-            for r in range(args.repeats):
-                for name, batches in iterators.items():
-                    rates[name].append(window(batches, args.batch, args.seconds, skip=skip))
-                    console.print(f"  crop {crop}, run {r + 1}/{args.repeats}: {name}: {rates[name][-1]:,.1f} crops/s")
-            del iterators, loaders  # shuts the workers down
-            best = {name: max(values) for name, values in rates.items()}
-            comparison.append({
-                "crop": crop,
-                "reference_crops_per_s": best["reference"],
-                "ours_crops_per_s": best["ours"],
-                "reference_median_crops_per_s": statistics.median(rates["reference"]),
-                "ours_median_crops_per_s": statistics.median(rates["ours"]),
-                "ratio": best["ours"] / best["reference"],
-                "ratio_median": statistics.median(rates["ours"]) / statistics.median(rates["reference"]),
-                "pass": best["ours"] / best["reference"] >= GOAL,
-                "all_crops_per_s": rates,
-            })
-
+        comparison = [compare(pairs, cache, crop, args, console) for crop in crops]
         sweep = device_sweep(cache, device, crops, device_batches, min(args.seconds, 2.0), args.repeats, console)
         load_after = os.getloadavg()[0]
 
@@ -317,15 +358,19 @@ def main() -> None:
 
     table = Table(title=f"training crops/s, batch {args.batch}, {args.workers} DataLoader workers each, {cores} cores "
                         f"({args.pairs} PNG pairs {WIDTH}x{HEIGHT}; cache of {patches} patches {args.patch}^2)")
-    for column in ("crop", "loader", "best crops/s", "median crops/s", "vs reference (best)", "goal"):
+    columns = ("crop", "loader", "best crops/s", "median crops/s", "vs reference (best)", "goal", "CPU ms/crop",
+               "vs reference (CPU)")
+    for column in columns:
         table.add_column(column, justify="left" if column == "loader" else "right")
     for row in comparison:
         crop = f"{row['crop']}^2"
         table.add_row(crop, "reference: PIL-decode PNG pair + random crop, per sample",
-                      f"{row['reference_crops_per_s']:,.1f}", f"{row['reference_median_crops_per_s']:,.1f}", "1.0x", "")
+                      f"{row['reference_crops_per_s']:,.1f}", f"{row['reference_median_crops_per_s']:,.1f}", "1.0x", "",
+                      f"{row['reference_cpu_ms_per_crop']:.2f}", "1.0x")
         verdict = "[green]PASS[/green]" if row["pass"] else "[red]FAIL[/red]"
         table.add_row(crop, "ours: RestorationDataModule, CPU path (memmap crops)", f"{row['ours_crops_per_s']:,.1f}",
-                      f"{row['ours_median_crops_per_s']:,.1f}", f"{row['ratio']:.1f}x", f">= {GOAL:.0f}x {verdict}")
+                      f"{row['ours_median_crops_per_s']:,.1f}", f"{row['ratio']:.1f}x", f">= {GOAL:.0f}x {verdict}",
+                      f"{row['ours_cpu_ms_per_crop']:.2f}", f"{row['cpu_ratio']:.1f}x")
     console.print(table)
 
     where = (f"on the CPU, in-process, {torch.get_num_threads()} torch thread(s): a check of the code path, not a "

@@ -10,7 +10,8 @@ from imrestore.errors import exit_on_error
 from imrestore.layouts import DATASETS
 from imrestore.manifest import read_manifest
 from imrestore.params import load_params, reject_unknown, require_int, section, stage_argument
-from imrestore.patches import build_patch_cache, sha256_of
+from imrestore.download import sha256_file
+from imrestore.patches import build_patch_cache
 
 
 @exit_on_error
@@ -24,7 +25,7 @@ def main(dataset: str) -> None:
     table = read_manifest(split_path)
     subsets = [s for s in ("train", "val") if s == "train" or (table["subset"] == s).any()]
     meta = build_patch_cache(table, Path("build/patches") / dataset, **geometry, subsets=subsets,
-                             params=geometry, split_sha256=sha256_of(split_path))
+                             params=geometry, split_sha256=sha256_file(split_path))
     counts = {name: info["count"] for name, info in meta["subsets"].items()}
     print(f"{dataset}: {counts} patches of {geometry['size']}²")
 

@@ -222,7 +222,7 @@ def test_colour_jitter_is_a_mild_gain_per_channel_shared_by_input_and_target(tmp
         p = module.sampling.plan(0, index)  # the plan's own numbers, sample by sample
         expected = (x0 * torch.from_numpy(p.gains)[:, :, None, None] + torch.from_numpy(p.shifts)[:, None, None, None])
         torch.testing.assert_close(x, expected.clamp(0, 1), rtol=0, atol=1e-6)
-    for (x0, _), (x, y) in zip(clean, batches(datamodule(root, steps_per_epoch=4, color_jitter=0.1))):
+    for (x0, _), (x, _) in zip(clean, batches(datamodule(root, steps_per_epoch=4, color_jitter=0.1))):
         for b in range(len(x)):
             for c in range(3):
                 usable = (x0[b, c] > 0.05) & (x[b, c] < 1)  # neither clamped at white nor lost in rounding
@@ -241,7 +241,8 @@ def test_cpu_loader_is_independent_of_worker_count_and_epochs_advance(cache: Pat
     assert not torch.equal(first, second)
 
 
-def test_device_resident_path_matches_cpu_loader_exactly(cache: Path):
+def test_device_resident_path_matches_cpu_loader_exactly(cache: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr("imrestore.datamodule.UPLOAD_CHUNK_BYTES", 3 * SIZE * SIZE * 3)  # upload in 7 slices
     kwargs = {"steps_per_epoch": 6, "color_jitter": 0.1, "brightness": 0.05, "seed": 7}
     cpu = batches(datamodule(cache, **kwargs), epochs=(0, 3))
     resident_module = datamodule(cache, device_cache=True, **kwargs)
@@ -385,6 +386,7 @@ def fit(module: RestorationDataModule, **trainer_kwargs) -> TinyRestorer:
 def test_real_trainer_fit_sees_batches_of_the_right_shape(cache: Path, settings: dict):
     module = RestorationDataModule(cache, crop=8, batch_size=4, device="cpu", val_crop=8, **settings)
     model = fit(module, max_steps=2, num_sanity_val_steps=0)
+    assert module.device_arrays is None  # teardown handed the device copy back
     assert len(model.train_batches) == 2
     assert all(x.shape == y.shape == (4, 3, 8, 8) for _, x, y in model.train_batches)
     assert all(np.array_equal(to_u8(y), 255 - to_u8(x)) for _, x, y in model.train_batches)

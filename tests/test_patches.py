@@ -140,7 +140,8 @@ def test_plan_needs_no_decoding(tmp_path):
 
 
 def test_built_cache_round_trips_to_the_source_pixels(split, tmp_path):
-    meta = build(split, tmp_path / "cache", params={"size": SIZE, "note": "x"}, split_sha256="ab" * 32, workers=2)
+    meta = build(split, tmp_path / "cache", params={"size": SIZE, "note": "x"}, split_sha256="ab" * 32, workers=2,
+                 progress=True)  # the bars run beside the pool and the hashing threads
     assert meta == json.loads((tmp_path / "cache" / "cache.json").read_text())
     assert (meta["format"], meta["size"], meta["step"], meta["thresh_size"]) == (1, SIZE, STEP, 0)
     assert meta["params"] == {"size": SIZE, "note": "x"} and meta["split_sha256"] == "ab" * 32

@@ -84,7 +84,7 @@ def test_leaks_are_named():
         check_leakage(table)
     message = str(caught.value)
     assert f"group {table.loc[test_row, 'split_group']} is in 2 subsets" in message
-    assert f"identical input content" in message
+    assert "identical input content" in message
     assert f"{table.loc[test_row, 'pair_id']} (test)" in message and f"{table.loc[train_row, 'pair_id']} (train)" in message
 
 

@@ -7,13 +7,17 @@ whole batch's patch indices, crop corners, dihedral transforms and colour-jitter
   with numpy, in DataLoader workers. No randomness lives in the workers, so batches do not depend on the number
   of workers or on which worker ran which batch, and there is nothing to seed per worker.
 - `DeviceResidentBatches`: the train cache is uploaded (uint8) to the device once, and each step gathers the
-  crops there with one advanced-indexing call, transforms included, with no Python loop over samples.
+  crops there with one index computation and one gather, transforms included, no Python loop over samples.
 Both feed uint8 NHWC crops to the same `to_unit_float`, so for a given seed they give identical batches.
 
 The Trainer owns devices: the device-resident copy goes to the Trainer's root device, and `device_cache="auto"`
-uses it only there is a CUDA device with room to spare. `PlanSampler` yields (epoch, batch index) in the main
+uses it only when that is a CUDA device with room to spare. `PlanSampler` yields (epoch, batch index) in the main
 process, and Lightning calls its `set_epoch` before every epoch (also after resuming from a checkpoint). That is
 how the epoch reaches persistent workers, whose copies of the Dataset would never see an attribute change.
+
+Scope: one training process. Under DDP, Lightning would wrap `PlanSampler` in its DistributedSamplerWrapper and
+call `set_epoch` on the wrapper only, and every rank of the device-resident path would draw the same batches;
+multi-device training needs the rank folded into the plan first.
 """
 
 from __future__ import annotations
@@ -32,11 +36,13 @@ from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from imrestore.errors import ImrestoreError
 from imrestore.patches import PatchCache, read_meta
+from imrestore.progress import progress_bar
 
 TRANSFORMS = 8  # the symmetries of the square: 4 rotations, each with or without a mirror
 DEFAULT_VAL_SUBSET = "val"
-# Multiplying by the float32 reciprocal of 255 is one IEEE multiply on every backend (CUDA turns division by a
-# scalar into this multiplication anyway), so the executors agree bit for bit; 255 * (1/255) rounds to 1.0.
+# Multiplying by the float32 reciprocal of 255 is one correctly rounded multiply on every backend (where a
+# division by a scalar may be rewritten as such a multiply on some), so the executors agree bit for bit on any
+# device; 255 * float32(1/255) rounds to exactly 1.0.
 INV_255 = 1.0 / 255.0
 # "auto" leaves this share of the device's memory (at least MIN_RESERVE_BYTES) to the model, activations and
 # optimiser state; the cache only goes on the device if it fits in what is free beyond that.
@@ -165,7 +171,7 @@ def to_unit_float(pixels: torch.Tensor, gains: torch.Tensor | None = None,
     unit.copy_(pixels.permute(0, 3, 1, 2)).mul_(INV_255)  # copy_ converts uint8 to float exactly
     if gains is None:
         return unit
-    unit.mul_(gains.view(-1, 3, 1, 1)).add_(shifts.view(-1, 1, 1, 1))
+    unit.mul_(gains[:, :, None, None]).add_(shifts[:, None, None, None])
     return unit.clamp_(0.0, 1.0)
 
 
@@ -182,27 +188,16 @@ def empty_batch(shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
     return unit
 
 
-def plan_jitter(plan: BatchPlan, sampling: Sampling,
-                device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor] | tuple[None, None]:
-    """The plan's gains and shifts as tensors on `device`; None when jitter is off (nothing to apply)."""
-    if not sampling.jitter:
-        return None, None
-    return torch.from_numpy(plan.gains).to(device), torch.from_numpy(plan.shifts).to(device)
-
-
 # --------------------------------------------------------------------------------------------- CPU executor
 
 
-class CropBatches(Dataset):
-    """CPU executor. Item (epoch, batch_index) → one training batch (input, target), cut from the
-    memory-mapped train subset.
+class CacheDataset(Dataset):
+    """A Dataset over one subset of a patch cache that pickles as the cache's location only and reopens the
+    memmaps in each worker: a pickled memmap would be the whole array, copied into every worker started with
+    "spawn"."""
 
-    It pickles as the cache's location only and reopens the memmaps in each worker: a pickled memmap would be
-    the whole array, copied into every worker started with "spawn".
-    """
-
-    def __init__(self, root: Path, subset: str, sampling: Sampling) -> None:
-        self.root, self.subset, self.sampling = Path(root), subset, sampling
+    def __init__(self, root: Path, subset: str) -> None:
+        self.root, self.subset = Path(root), subset
         self._cache: PatchCache | None = None
 
     @property
@@ -214,10 +209,21 @@ class CropBatches(Dataset):
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_cache": None}
 
+
+class CropBatches(CacheDataset):
+    """CPU executor. Item (epoch, batch_index) → one training batch (input, target), cut from the
+    memory-mapped train subset."""
+
+    def __init__(self, root: Path, subset: str, sampling: Sampling) -> None:
+        super().__init__(root, subset)
+        self.sampling = sampling
+
     def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         epoch, batch_index = key
         plan = self.sampling.plan(epoch, batch_index)
-        gains, shifts = plan_jitter(plan, self.sampling)
+        gains, shifts = (None, None)
+        if self.sampling.jitter:
+            gains, shifts = torch.from_numpy(plan.gains), torch.from_numpy(plan.shifts)
         return tuple(to_unit_float(torch.from_numpy(self.gather(array, plan)), gains, shifts)
                      for array in (self.cache.inputs, self.cache.targets))
 
@@ -237,13 +243,17 @@ class CropBatches(Dataset):
 # --------------------------------------------------------------------------------------------- device executor
 
 
-def upload(array: np.ndarray, device: torch.device) -> torch.Tensor:
-    """Copy a (memory-mapped) uint8 array to `device`, a slice at a time."""
+def upload(array: np.ndarray, device: torch.device, label: str = "upload") -> torch.Tensor:
+    """Copy a (memory-mapped) uint8 array to `device`, a slice at a time, with a progress bar (a cache read
+    from disk can take a while)."""
     out = torch.empty(array.shape, dtype=torch.uint8, device=device)
     rows = max(1, UPLOAD_CHUNK_BYTES // max(1, array[0].nbytes))
-    for start in range(0, len(array), rows):
-        # np.array: a writable host copy of just this slice (torch does not take read-only memmaps)
-        out[start : start + rows].copy_(torch.from_numpy(np.array(array[start : start + rows])))
+    with progress_bar(label, total=array.nbytes, unit="bytes") as advance:
+        for start in range(0, len(array), rows):
+            # np.array: a writable host copy of just this slice (torch does not take read-only memmaps)
+            chunk = np.array(array[start : start + rows])
+            out[start : start + rows].copy_(torch.from_numpy(chunk))
+            advance(chunk.nbytes)
     return out
 
 
@@ -275,13 +285,13 @@ class DeviceResidentBatches:
     def batch(self, epoch: int, batch_index: int) -> tuple[torch.Tensor, torch.Tensor]:
         plan = self.sampling.plan(epoch, batch_index)
         pixels = self.pixel_rows(plan)
-        gains, shifts = plan_jitter(plan, self.sampling, self.device)
+        gains, shifts = self.jitter(plan)
         return tuple(to_unit_float(self.gather(array, pixels), gains, shifts) for array in (self.inputs, self.targets))
 
     @staticmethod
     def gather(array: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
         """uint8 (B, crop, crop, 3): rows `pixels` of a flattened cache. index_select on one flat index, rather
-        than advanced indexing with a 3-D one: the same result, several times faster on the CPU."""
+        than advanced indexing with a 3-D one: the same result, about twice as fast on the CPU."""
         return array.index_select(0, pixels.view(-1)).view(*pixels.shape, 3)
 
     def pixel_rows(self, plan: BatchPlan) -> torch.Tensor:
@@ -292,32 +302,36 @@ class DeviceResidentBatches:
         """
         size = self.sampling.patch_size
         corners = (plan.patches * size + plan.offsets[:, 0]) * size + plan.offsets[:, 1]
-        corners = torch.from_numpy(corners).to(self.device)
-        transforms = torch.from_numpy(plan.transforms).to(self.device)
+        corners, transforms = self.to_device(np.stack([corners, plan.transforms]))
         return corners.view(-1, 1, 1) + self.offsets.index_select(0, transforms)
+
+    def jitter(self, plan: BatchPlan) -> tuple[torch.Tensor, torch.Tensor] | tuple[None, None]:
+        if not self.sampling.jitter:
+            return None, None
+        factors = self.to_device(np.concatenate([plan.gains, plan.shifts[:, None]], axis=1))
+        return factors[:, :3], factors[:, 3]
+
+    def to_device(self, array: np.ndarray) -> torch.Tensor:
+        """A plan's numbers on the device. To CUDA from pinned memory without blocking: a copy from pageable
+        memory would wait for the GPU to finish the previous training step, every step."""
+        tensor = torch.from_numpy(array)
+        if self.device.type != "cuda":
+            return tensor.to(self.device)
+        return tensor.pin_memory().to(self.device, non_blocking=True)
 
 
 # --------------------------------------------------------------------------------------------- validation
 
 
-class ValidationBatches(Dataset):
+class ValidationBatches(CacheDataset):
     """Item b → the b-th batch of the subset, in order, centre-cropped to `crop` (whole patches when
     crop is the patch size): fixed inputs, so validation metrics compare across epochs and runs."""
 
     def __init__(self, root: Path, subset: str, batch_size: int, crop: int, patch_size: int, count: int) -> None:
-        self.root, self.subset, self.batch_size, self.crop = Path(root), subset, batch_size, crop
+        super().__init__(root, subset)
+        self.batch_size, self.crop = batch_size, crop
         self.corner = (patch_size - crop) // 2
         self.count = count
-        self._cache: PatchCache | None = None
-
-    @property
-    def cache(self) -> PatchCache:
-        if self._cache is None:
-            self._cache = PatchCache(self.root, self.subset)
-        return self._cache
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_cache": None}
 
     def __len__(self) -> int:
         return math.ceil(self.count / self.batch_size)
@@ -409,7 +423,8 @@ class RestorationDataModule(L.LightningDataModule):
         if self.wants_device_cache(device, train.inputs.nbytes + train.targets.nbytes):
             rank_zero_info(f"imrestore: training crops from a copy of {where} on {device} "
                            f"({(train.inputs.nbytes + train.targets.nbytes) / 2**30:.2f} GiB)")
-            self.device_arrays = upload(train.inputs, device), upload(train.targets, device)
+            self.device_arrays = (upload(train.inputs, device, f"train inputs → {device}"),
+                                  upload(train.targets, device, f"train targets → {device}"))
 
     def cache_device(self) -> torch.device:
         """The device-resident cache's device: as requested, else the Trainer's, else CUDA if available."""
@@ -440,7 +455,8 @@ class RestorationDataModule(L.LightningDataModule):
 
     def teardown(self, stage: str | None = None) -> None:
         if stage in ("fit", None):
-            self.device_arrays = None  # hand the device memory back once training is done
+            # Hand the device memory back once training is done; a later fit sets up (and uploads) again.
+            self.device_arrays, self.sampling = None, None
 
     # ----------------------------------------------------------------------------------------- loaders
 

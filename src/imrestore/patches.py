@@ -8,7 +8,12 @@ On-disk format (one folder per dataset, e.g. build/patches/gopro/):
     <subset>_input.npy, <subset>_target.npy   uint8, shape (N, size, size, 3), C order, .npy format
     <subset>_index.csv                          one row per patch: patch, pair_id, input_path, target_path, x, y
     cache.json                                  format version, patch size, per-subset count, shape and sha256
-                                                of every file, the parameters and the sha256 of the split table
+                                                of every file, the parameters and the sha256 of the split table:
+        {"format": 1, "size": 256, "step": 128, "thresh_size": 0, "params": {...}, "split_sha256": "…",
+         "subsets": {"train": {"count": N, "pairs": P, "shape": [N, 256, 256, 3],
+                               "input_sha256": "…", "target_sha256": "…", "index_sha256": "…"}}}
+    Patch i of a subset is input/target[y:y+size, x:x+size] of row i of its index; a pair's patches are
+    consecutive, pairs in split-table order, row-major within a pair.
 `PatchCache` opens a subset and refuses a cache whose files do not match cache.json (wrong size or shape
 always; wrong content with verify="full"), naming the file, what was expected and what was found.
 
@@ -38,6 +43,7 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from imrestore import atomic
+from imrestore.download import sha256_file
 from imrestore.errors import ImrestoreError
 from imrestore.manifest import default_workers, read_rgb8
 from imrestore.progress import progress_bar
@@ -58,14 +64,6 @@ def array_file(root: Path, subset: str, role: str) -> Path:
 
 def index_file(root: Path, subset: str) -> Path:
     return Path(root) / f"{subset}_index.csv"
-
-
-def sha256_of(path: Path, chunk_bytes: int = 8 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        while block := stream.read(chunk_bytes):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_meta(root: Path) -> dict:
@@ -140,7 +138,7 @@ class PatchCache:
     @staticmethod
     def _check_hash(path: Path, expected: str) -> None:
         try:
-            actual = sha256_of(path)
+            actual = sha256_file(path)
         except FileNotFoundError:
             raise ImrestoreError(f"patch cache file {path} is missing; {REBUILD}") from None
         if actual != expected:
