@@ -38,19 +38,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    ProgressColumn,
-    SpinnerColumn,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
+from rich.progress import SpinnerColumn, TextColumn
 
 from imrestore.errors import ImrestoreError
+from imrestore.progress import byte_columns, new_progress
 
 # Both datasets are far below these (GoPro: ~9 GB in ~10,000 files), yet they still stop a bomb before it
 # fills a disk. Callers pass tighter limits when they know the archive.
@@ -212,7 +203,7 @@ def _read_tar_headers(archive: Path, tar: tarfile.TarFile, max_members: int, pro
     whole archive once; iterating (rather than `getmembers()`) stops a header bomb at max_members."""
     members: list[_Member] = []
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed:,} members"))
-    with _progress(progress, columns) as bar, _reading(archive):
+    with new_progress(*columns, enabled=progress) as bar, _reading(archive):
         task = bar.add_task(f"Checking {archive.name}", total=None)
         for info in tar:
             if len(members) == max_members:
@@ -422,15 +413,8 @@ def _write_all(
     progress: bool,
 ) -> int:
     budget = _ByteBudget(archive, max_total_bytes)
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(binary_units=True),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-    )
     files = 0
-    with _progress(progress, columns) as bar:
+    with new_progress(*byte_columns(), enabled=progress) as bar:
         task = bar.add_task(f"Extracting {archive.name}", total=total)
         for member in members:
             path = dest.joinpath(*member.parts)
@@ -515,11 +499,6 @@ def _check_empty_dir(dest: Path) -> None:
     first = next(dest.iterdir(), None)
     if first is not None:
         raise ImrestoreError(f"cannot extract into {dest}: expected an empty directory, found {first.name!r} in it")
-
-
-def _progress(show: bool, columns: Sequence[ProgressColumn]) -> Progress:
-    # stderr keeps stdout clean for whatever a stage prints; rich falls back to plain output off a terminal.
-    return Progress(*columns, console=Console(stderr=True), disable=not show)
 
 
 def _unsafe(archive: Path, member: str, problem: str) -> ImrestoreError:

@@ -48,20 +48,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
+from rich.progress import Progress, TaskID
 
 from imrestore import __version__
 from imrestore.atomic import remove
 from imrestore.errors import ImrestoreError
+from imrestore.progress import byte_columns, new_progress
 
 __all__ = ["download", "ensure_free_space", "sha256_file"]
 
@@ -578,13 +570,5 @@ def _progress_display(enabled: bool) -> Iterator[_Bar]:
     if not enabled:
         yield _NO_BAR
         return
-    columns = (
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-    )
-    # stderr, so a stage's stdout stays free for what it reports
-    with Progress(*columns, console=Console(stderr=True)) as progress:
+    with new_progress(*byte_columns()) as progress:
         yield _RichBar(progress)

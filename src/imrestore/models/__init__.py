@@ -1,0 +1,1 @@
+"""Network building blocks: deformable convolution, large kernel attention and the restoration network."""
