@@ -23,7 +23,7 @@ multi-device training needs the rank folded into the plan first.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -114,12 +114,16 @@ class PlanSampler(Sampler[tuple[int, int]]):
     """Yields (epoch, batch_index) for the batches of one epoch.
 
     It runs in the main process, so the epoch it stamps on each index is current even for persistent workers.
-    Lightning finds it as the loader's `.sampler` and calls `set_epoch` before every epoch.
+    Lightning finds it as the loader's `.sampler` and calls `set_epoch` before every epoch; but the value it
+    passes counts *processed* epochs, which after resuming from an end-of-epoch checkpoint lags the epoch being
+    run by one, so that epoch would replay the previous one's batches. `epoch_of`, when given (the data
+    module passes the trainer's `current_epoch`), is asked instead.
     """
 
-    def __init__(self, steps: int) -> None:
+    def __init__(self, steps: int, epoch_of: Callable[[], int] | None = None) -> None:
         self.steps = steps
         self.epoch = 0
+        self.epoch_of = epoch_of
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -128,7 +132,8 @@ class PlanSampler(Sampler[tuple[int, int]]):
         return self.steps
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        epoch = self.epoch  # fixed for the whole epoch, whatever happens to the attribute meanwhile
+        # fixed for the whole epoch, whatever happens to the attribute meanwhile
+        epoch = int(self.epoch_of()) if self.epoch_of is not None else self.epoch
         return iter([(epoch, index) for index in range(self.steps)])
 
 
@@ -390,6 +395,7 @@ class RestorationDataModule(L.LightningDataModule):
         _check(isinstance(seed, int) and seed >= 0, "seed", "an integer >= 0", seed)
         _check(val_crop is None or (isinstance(val_crop, int) and val_crop >= 1), "val_crop",
                "a positive integer or None", val_crop)
+        cache_dir = str(cache_dir)  # checkpoints load with weights_only=True, which refuses Path objects
         self.save_hyperparameters()  # into checkpoints, so a run records how its batches were made
         self.cache_dir = Path(cache_dir)
         self.crop, self.batch_size, self.steps_per_epoch = crop, batch_size, steps_per_epoch
@@ -463,7 +469,8 @@ class RestorationDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader | DeviceResidentBatches:
         if self.sampling is None:
             self.setup("fit")
-        sampler = PlanSampler(self.steps)
+        trainer = self.trainer
+        sampler = PlanSampler(self.steps, (lambda: trainer.current_epoch) if trainer is not None else None)
         if self.device_arrays is not None:
             return DeviceResidentBatches(*self.device_arrays, self.sampling, sampler)
         batches = CropBatches(self.cache_dir, "train", self.sampling)

@@ -1,0 +1,245 @@
+"""The paper's restoration network: a DCN head, a ResNet encoder, LKA residual blocks, a decoder, a DCN tail.
+
+    input 3×H×W
+      head   DeformableConv2d 3 → F                      F×H×W       ─────────────┐ skip
+      down1  residual block, stride 2, F → 2F           2F×H/2×W/2   ──────┐      │ skip
+      down2  residual block, stride 2, 2F → 4F          4F×H/4×W/4         │      │
+      body   `blocks` × ModifiedResBlock(4F)            4F×H/4×W/4         │      │
+      up1    1×1 conv + pixel shuffle, 4F → 2F, + skip  2F×H/2×W/2   ◄─────┘      │
+      up2    1×1 conv + pixel shuffle, 2F → F,  + skip   F×H×W       ◄────────────┘
+      tail   DeformableConv2d F → 3                      3×H×W
+    output = input + tail            (global residual: the network predicts the correction, not the image)
+
+With F = 32 this is Table 1's 32×256×256 → 128×64×64 at a 256×256 input. Any H×W works: the input is
+padded to a multiple of 4 (the two stride-2 stages) and the output is cropped back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from imrestore.errors import ImrestoreError
+from imrestore.models.dcn import BACKENDS, DeformableConv2d
+from imrestore.models.lka import LargeKernelAttention
+
+DCN_KERNELS = (3, 4)
+DCN_BACKENDS = ("auto", *BACKENDS)
+DOWNSCALE = 4  # two stride-2 stages
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    blocks: int = 9  # the paper's residual-block count (`dvc exp run -S model.blocks=12`)
+    features: int = 32  # F: channels at full resolution; the body runs at 4F
+    dcn_kernel: int = 3  # 3 (SIDD in the paper) or 4 (GoPro)
+    lka: bool = True  # ablation switch: Large Kernel Attention in every body block
+    attention: bool = True  # ablation switch: channel attention in every body block
+    dcn_backend: str = "auto"
+
+    def __post_init__(self) -> None:
+        _check(self, "model")
+
+    @classmethod
+    def from_params(cls, mapping: Mapping[str, Any] | None, where: str = "model") -> ModelConfig:
+        """Build from a params.yaml section; every unknown key or bad value is reported as `where.key`."""
+        if mapping is None:
+            mapping = {}
+        if not isinstance(mapping, Mapping):
+            raise ImrestoreError(f"params.yaml: {where} must be a mapping, found {type(mapping).__name__}")
+        allowed = {field.name for field in fields(cls)}
+        unknown = sorted(set(mapping) - allowed)
+        if unknown:
+            raise ImrestoreError(
+                f"params.yaml: unknown key {where}.{unknown[0]}; expected one of {', '.join(sorted(allowed))}"
+            )
+        config = cls.__new__(cls)  # validate under the caller's `where` before the dataclass would
+        for field in fields(cls):
+            object.__setattr__(config, field.name, mapping.get(field.name, field.default))
+        _check(config, where)
+        return config
+
+
+def _check(config: ModelConfig, where: str) -> None:
+    def fail(key: str, expected: str) -> None:
+        raise ImrestoreError(f"params.yaml: {where}.{key} must be {expected}, found {getattr(config, key)!r}")
+
+    for key, minimum in (("blocks", 1), ("features", 1)):
+        value = getattr(config, key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            fail(key, f"an integer ≥ {minimum}")
+    if config.dcn_kernel not in DCN_KERNELS or isinstance(config.dcn_kernel, bool):
+        fail("dcn_kernel", " or ".join(map(str, DCN_KERNELS)))
+    for key in ("lka", "attention"):
+        if not isinstance(getattr(config, key), bool):
+            fail(key, "true or false")
+    if config.dcn_backend not in DCN_BACKENDS:
+        fail("dcn_backend", "one of " + ", ".join(repr(name) for name in DCN_BACKENDS))
+
+
+class ChannelAttention(nn.Module):
+    """Squeeze-and-excitation: a global summary of each channel decides how much of it to keep."""
+
+    def __init__(self, channels: int, reduction: int = 16) -> None:
+        super().__init__()
+        hidden = max(1, channels // reduction)
+        self.squeeze = nn.AdaptiveAvgPool2d(1)
+        self.excite = nn.Sequential(
+            nn.Conv2d(channels, hidden, kernel_size=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, channels, kernel_size=1),
+            nn.Sigmoid(),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.excite(self.squeeze(x))
+
+
+class MLP(nn.Module):
+    """Per-pixel feed-forward (1×1 expand, GELU, 1×1 project), as in VAN and NAFNet's FFN."""
+
+    def __init__(self, channels: int, expansion: int = 2) -> None:
+        super().__init__()
+        hidden = channels * expansion
+        self.expand = nn.Conv2d(channels, hidden, kernel_size=1)
+        self.activation = nn.GELU()
+        self.project = nn.Conv2d(hidden, channels, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.project(self.activation(self.expand(x)))
+
+
+def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
+    # No bias: every 3×3 conv here feeds a BatchNorm, whose shift makes a bias redundant (ResNet does the same).
+    return nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=stride, padding=1, bias=False)
+
+
+class ModifiedResBlock(nn.Module):
+    """The paper's Fig. 9: conv → BN → ReLU → conv → BN → LKA → channel attention → MLP, plus the input."""
+
+    def __init__(self, channels: int, lka: bool = True, attention: bool = True) -> None:
+        super().__init__()
+        self.conv1 = conv3x3(channels, channels)
+        self.norm1 = nn.BatchNorm2d(channels)
+        self.conv2 = conv3x3(channels, channels)
+        self.norm2 = nn.BatchNorm2d(channels)
+        self.lka = LargeKernelAttention(channels) if lka else nn.Identity()
+        self.channel_attention = ChannelAttention(channels) if attention else nn.Identity()
+        self.mlp = MLP(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.norm1(self.conv1(x)))
+        y = self.norm2(self.conv2(y))
+        y = self.lka(y)  # spatial gating with a 21×21 receptive field
+        y = self.channel_attention(y)  # which channels matter for this image
+        y = self.mlp(y)
+        # No ReLU after the add (unlike ResNet): the identity path stays linear through 9–12 blocks, so
+        # negative corrections survive to the decoder.
+        return x + y
+
+
+class DownsampleBlock(nn.Module):
+    """A ResNet basic block with stride 2 that doubles the channels; a strided 1×1 conv matches the shortcut."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv1 = conv3x3(in_channels, out_channels, stride=2)
+        self.norm1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = conv3x3(out_channels, out_channels)
+        self.norm2 = nn.BatchNorm2d(out_channels)
+        self.shortcut = nn.Sequential(
+            nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=2, bias=False),
+            nn.BatchNorm2d(out_channels),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.norm1(self.conv1(x)))
+        y = self.norm2(self.conv2(y))
+        return F.relu(y + self.shortcut(x))
+
+
+class UpsampleBlock(nn.Module):
+    """2× upsampling by pixel shuffle (no checkerboard artefacts of a transposed conv), then the encoder skip."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.expand = nn.Conv2d(in_channels, out_channels * 4, kernel_size=1, bias=False)
+        self.shuffle = nn.PixelShuffle(2)
+        self.fuse = nn.Sequential(conv3x3(out_channels, out_channels), nn.BatchNorm2d(out_channels), nn.ReLU())
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        y = self.shuffle(self.expand(x)) + skip  # addition, not concatenation: the skip costs no parameters
+        return self.fuse(y)
+
+
+class RestorationNet(nn.Module):
+    def __init__(self, config: ModelConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config or ModelConfig()
+        f, k, backend = config.features, config.dcn_kernel, config.dcn_backend
+        self.head = DeformableConv2d(3, f, kernel_size=k, backend=backend)
+        self.down1 = DownsampleBlock(f, 2 * f)
+        self.down2 = DownsampleBlock(2 * f, 4 * f)
+        self.body = nn.Sequential(
+            *(ModifiedResBlock(4 * f, lka=config.lka, attention=config.attention) for _ in range(config.blocks))
+        )
+        self.up1 = UpsampleBlock(4 * f, 2 * f)
+        self.up2 = UpsampleBlock(2 * f, f)
+        self.tail = DeformableConv2d(f, 3, kernel_size=k, backend=backend)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        padded = pad_to_multiple(x, DOWNSCALE)
+        full = self.head(padded)
+        half = self.down1(full)
+        quarter = self.body(self.down2(half))
+        half = self.up1(quarter, half)
+        full = self.up2(half, full)
+        residual = self.tail(full)
+        return x + residual[..., :height, :width]
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    height, width = x.shape[-2:]
+    pad_h, pad_w = -height % multiple, -width % multiple
+    if pad_h == 0 and pad_w == 0:
+        return x
+    # Reflect continues the image without a hard edge; it needs the pad to be smaller than the side, so images
+    # thinner than that (a few pixels) fall back to repeating the border.
+    mode = "reflect" if pad_h < height and pad_w < width else "replicate"
+    return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(parameter.numel() for parameter in model.parameters())
+
+
+def parameter_table(config: ModelConfig | None = None, size: int = 256) -> list[tuple[str, str, int]]:
+    """(stage, output shape for a size×size input, parameters), one row per stage, in forward order.
+
+    The rows add up to `count_parameters(RestorationNet(config))`; compare with the paper's Table 1.
+    """
+    config = config or ModelConfig()
+    model = RestorationNet(config)
+    f = config.features
+
+    def shape(channels: int, scale: int) -> str:
+        return f"{channels}×{size // scale}×{size // scale}"
+
+    rows = [
+        ("head (DCN)", shape(f, 1), count_parameters(model.head)),
+        ("down1", shape(2 * f, 2), count_parameters(model.down1)),
+        ("down2", shape(4 * f, 4), count_parameters(model.down2)),
+    ]
+    rows += [(f"block{i + 1}", shape(4 * f, 4), count_parameters(block)) for i, block in enumerate(model.body)]
+    rows += [
+        ("up1", shape(2 * f, 2), count_parameters(model.up1)),
+        ("up2", shape(f, 1), count_parameters(model.up2)),
+        ("tail (DCN)", shape(3, 1), count_parameters(model.tail)),
+    ]
+    return rows

@@ -1,0 +1,174 @@
+"""The LightningModule: the network, its loss and its optimisation. Devices, precision and distribution are the
+Trainer's (see `build_trainer`); batches are the data module's.
+
+- Losses: `mse` (the paper), `l1`, `charbonnier` (a smooth L1) and `psnr` (NAFNet's log-MSE, which weighs every
+  image's error by its own scale).
+- Optimisers: AdamW with linear warmup and cosine decay (the default), or Adam + StepLR (the paper's).
+- A loss that becomes NaN or infinite stops the run with a message; the last good checkpoint stays on disk,
+  because checkpoints are written only after steps that finished.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+from imrestore.errors import ImrestoreError
+from imrestore.models.network import ModelConfig, RestorationNet
+
+LOSSES = ("mse", "l1", "charbonnier", "psnr")
+OPTIMIZERS = ("adamw", "adam")
+SCHEDULERS = ("cosine", "step", "constant")
+CHARBONNIER_EPS = 1e-3
+PSNR_LOSS_SCALE = 10 / math.log(10)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """How the network learns: the `train.optim` section of params.yaml."""
+
+    loss: str = "l1"
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    scheduler: str = "cosine"
+    warmup_steps: int = 0
+    step_size: int = 1000  # StepLR: the paper's 1000 (GoPro) / 500 (SIDD) steps
+    gamma: float = 0.5
+    max_steps: int = 100
+    min_lr_ratio: float = 0.01  # cosine decays to lr · min_lr_ratio
+
+    @classmethod
+    def from_params(cls, mapping: dict | None, where: str = "train.optim") -> OptimConfig:
+        mapping = dict(mapping or {})
+        allowed = {f.name for f in fields(cls)}
+        unknown = sorted(set(mapping) - allowed)
+        if unknown:
+            raise ImrestoreError(f"params.yaml: unknown key {where}.{unknown[0]}; expected one of {', '.join(sorted(allowed))}")
+        config = cls(**mapping)
+        for key, choices in (("loss", LOSSES), ("optimizer", OPTIMIZERS), ("scheduler", SCHEDULERS)):
+            if getattr(config, key) not in choices:
+                raise ImrestoreError(f"params.yaml: {where}.{key} must be one of {', '.join(choices)}, found {getattr(config, key)!r}")
+        for key in ("lr", "gamma"):
+            value = getattr(config, key)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+                raise ImrestoreError(f"params.yaml: {where}.{key} must be a positive number, found {value!r}")
+        for key in ("warmup_steps", "step_size", "max_steps"):
+            value = getattr(config, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < (0 if key == "warmup_steps" else 1):
+                raise ImrestoreError(f"params.yaml: {where}.{key} must be a whole number of steps, found {value!r}")
+        return config
+
+
+def restoration_loss(name: str, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    if name == "mse":
+        return F.mse_loss(output, target)
+    if name == "l1":
+        return F.l1_loss(output, target)
+    if name == "charbonnier":
+        return torch.sqrt((output - target) ** 2 + CHARBONNIER_EPS**2).mean()
+    # psnr: minimising log(MSE) per image is maximising its PSNR; the scale makes it read in dB.
+    per_image = ((output - target) ** 2).flatten(1).mean(dim=1)
+    return PSNR_LOSS_SCALE * torch.log(per_image + 1e-8).mean()
+
+
+def learning_rate_factor(step: int, config: OptimConfig) -> float:
+    """Multiplier of the base lr at `step`: linear warmup, then cosine / step / constant."""
+    if step < config.warmup_steps:
+        return (step + 1) / config.warmup_steps
+    if config.scheduler == "step":
+        return config.gamma ** (step // config.step_size)
+    if config.scheduler == "constant":
+        return 1.0
+    progress = min(1.0, (step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps))
+    return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class NonFiniteLossError(ImrestoreError):
+    """The loss became NaN or infinite: training stops, the last good checkpoint is kept."""
+
+
+class RestorationModule(L.LightningModule):
+    """The restoration network, trained on (degraded, clean) batches in [0, 1]."""
+
+    def __init__(self, model: dict[str, Any], optim: dict[str, Any], channels_last: bool = False) -> None:
+        super().__init__()
+        self.save_hyperparameters()  # plain dicts: a checkpoint rebuilds the module from them
+        self.model_config = ModelConfig.from_params(model)
+        self.optim_config = OptimConfig.from_params(optim)
+        self.channels_last = channels_last
+        self.net = RestorationNet(self.model_config)
+        if channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.net(x)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_index: int) -> torch.Tensor:
+        degraded, clean = batch
+        loss = restoration_loss(self.optim_config.loss, self(degraded), clean)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"the {self.optim_config.loss} loss became {loss.item()} at step {self.global_step}; training stopped. "
+                "The last good checkpoint is kept; lower train.optim.lr or enable gradient clipping "
+                "(train.gradient_clip) and run again to resume from it"
+            )
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_index: int) -> None:
+        degraded, clean = batch
+        restored = self(degraded).clamp(0, 1)
+        size = degraded.shape[0]
+        self.log("val/psnr", peak_signal_noise_ratio(restored, clean, data_range=1.0), batch_size=size, prog_bar=True)
+        if min(clean.shape[-2:]) >= 11:  # SSIM's 11×11 Gaussian window needs that much image
+            ssim = structural_similarity_index_measure(restored, clean, data_range=1.0, gaussian_kernel=True,
+                                                       sigma=1.5, kernel_size=11)
+            self.log("val/ssim", ssim, batch_size=size)
+
+    def configure_optimizers(self) -> dict:
+        config = self.optim_config
+        optimizer_class = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+        weight_decay = config.weight_decay if config.optimizer == "adamw" else 0.0
+        optimizer = optimizer_class(self.parameters(), lr=config.lr, weight_decay=weight_decay, betas=(0.9, 0.99))
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: learning_rate_factor(step, config))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def export_weights(module: RestorationModule, out_dir: Path) -> None:
+    """The trained network as a plain state dict plus its config: loadable with `weights_only=True`."""
+    from imrestore import atomic
+
+    state = {key: value.detach().cpu() for key, value in module.net.state_dict().items()}
+    with atomic.atomic_file(Path(out_dir) / "model.pt") as tmp:
+        torch.save(state, tmp)
+    atomic.write_json(Path(out_dir) / "config.json", {"model": module.hparams["model"]})
+
+
+def load_network(weights_dir: Path, map_location: str | torch.device = "cpu") -> RestorationNet:
+    """Rebuild a network from `export_weights`' files, refusing anything but plain tensors."""
+    import json
+
+    weights_dir = Path(weights_dir)
+    try:
+        config = json.loads((weights_dir / "config.json").read_text())["model"]
+        state = torch.load(weights_dir / "model.pt", map_location=map_location, weights_only=True)
+    except FileNotFoundError as exc:
+        raise ImrestoreError(f"trained weights not found: {exc.filename} is missing") from None
+    except (KeyError, json.JSONDecodeError) as exc:
+        raise ImrestoreError(f"{weights_dir / 'config.json'} is not a model config ({exc})") from None
+    net = RestorationNet(ModelConfig.from_params(config, where=f"{weights_dir / 'config.json'}: model"))
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ImrestoreError(f"{weights_dir / 'model.pt'} does not fit the model in config.json: {exc}") from None
+    return net

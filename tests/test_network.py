@@ -1,0 +1,184 @@
+"""Large Kernel Attention and the restoration network: structure, shapes, parameter counts, config errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from imrestore.errors import ImrestoreError
+from imrestore.models.lka import LargeKernelAttention, lka_parameter_count
+from imrestore.models.network import (
+    ChannelAttention,
+    ModelConfig,
+    ModifiedResBlock,
+    RestorationNet,
+    count_parameters,
+    parameter_table,
+)
+
+TINY = {"blocks": 1, "features": 4}  # the smallest network that still has every stage
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+# --- Large Kernel Attention -------------------------------------------------------------------------------
+
+
+def test_lka_chains_its_convs_and_gates_the_input() -> None:
+    lka = LargeKernelAttention(6)
+    x = torch.randn(2, 6, 17, 19)
+    chained = lka.pointwise(lka.depthwise_dilated(lka.depthwise(x)))
+    separate = lka.pointwise(x) + lka.depthwise_dilated(x) + lka.depthwise(x)  # the authors' notebook defect
+    out = lka(x)
+    torch.testing.assert_close(out, chained * x)
+    assert not torch.allclose(out, separate * x, atol=1e-3)
+
+
+def test_lka_receptive_field_is_the_chained_one() -> None:
+    # Chained, an output pixel sees 2 (5×5) + 9 (7×7, dilation 3) = 11 pixels away; applied separately the
+    # reach would stop at 9. The gradient of one output pixel shows which inputs it reads.
+    lka = LargeKernelAttention(2)
+    x = torch.randn(1, 2, 31, 31, requires_grad=True)
+    lka(x)[0, :, 15, 15].sum().backward()
+    reach = x.grad[0].abs().sum(0)
+    assert reach[15, 15 + 11] > 0 and reach[15 - 11, 15] > 0
+    assert reach[15, 15 + 12] == 0 and reach[15, 15 - 12] == 0
+
+
+@pytest.mark.parametrize("channels", [1, 8, 32, 128])
+def test_lka_parameter_count_is_c_squared_plus_77c_with_biases(channels: int) -> None:
+    assert count_parameters(LargeKernelAttention(channels)) == channels**2 + 77 * channels
+    assert lka_parameter_count(channels) == channels**2 + 77 * channels
+
+
+# --- network shapes and behaviour -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kernel", [3, 4])
+@pytest.mark.parametrize("shape", [(1, 3, 37, 53), (2, 3, 64, 64), (1, 3, 30, 45)])
+def test_output_shape_equals_input_shape(shape: tuple[int, ...], kernel: int) -> None:
+    model = RestorationNet(ModelConfig(dcn_kernel=kernel, **TINY))
+    x = torch.rand(shape)
+    with torch.no_grad():
+        assert model(x).shape == x.shape
+
+
+def test_images_thinner_than_the_padding_still_work() -> None:
+    model = RestorationNet(ModelConfig(**TINY)).eval()  # eval: BN statistics of a 1×1 map are undefined
+    x = torch.rand(1, 3, 2, 5)
+    with torch.no_grad():
+        assert model(x).shape == x.shape
+
+
+@pytest.mark.parametrize("kernel", [3, 4])
+def test_fresh_network_starts_with_zero_offsets_and_finite_output(kernel: int) -> None:
+    model = RestorationNet(ModelConfig(blocks=2, features=8, dcn_kernel=kernel))
+    for dcn in (model.head, model.tail):
+        assert torch.count_nonzero(dcn.offset_mask.weight) == 0 and torch.count_nonzero(dcn.offset_mask.bias) == 0
+    with torch.no_grad():
+        assert torch.isfinite(model(torch.rand(2, 3, 24, 28))).all()
+
+
+def test_global_residual_returns_the_input_when_the_tail_is_zero() -> None:
+    model = RestorationNet(ModelConfig(**TINY))
+    with torch.no_grad():
+        for parameter in model.tail.parameters():
+            parameter.zero_()
+        x = torch.rand(1, 3, 21, 18)
+        assert torch.equal(model(x), x)
+
+
+def test_backward_reaches_every_parameter() -> None:
+    # features 16: channel attention then has 64 // 16 = 4 hidden units; with 1 (features 4) a dead ReLU
+    # would legitimately zero its gradient. The autouse seed keeps this deterministic.
+    model = RestorationNet(ModelConfig(blocks=2, features=16))
+    x, target = torch.rand(2, 3, 16, 20), torch.rand(2, 3, 16, 20)
+    F.mse_loss(model(x), target).backward()
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is not None, name
+        assert torch.isfinite(parameter.grad).all(), name
+        assert torch.count_nonzero(parameter.grad) > 0, name
+
+
+# --- parameter counts -------------------------------------------------------------------------------------
+
+
+def test_ablation_switches_remove_exactly_their_module() -> None:
+    full = ModelConfig(blocks=3, features=8)
+    channels = 4 * full.features
+    attention_params = count_parameters(ChannelAttention(channels))
+    total = count_parameters(RestorationNet(full))
+    without_lka = count_parameters(RestorationNet(ModelConfig(blocks=3, features=8, lka=False)))
+    without_attention = count_parameters(RestorationNet(ModelConfig(blocks=3, features=8, attention=False)))
+    assert total - without_lka == 3 * (channels**2 + 77 * channels)
+    assert total - without_attention == 3 * attention_params
+    block = ModifiedResBlock(channels, lka=False, attention=False)
+    assert not any(name.startswith(("lka.", "channel_attention.")) for name, _ in block.named_parameters())
+
+
+def test_paper_sized_models_have_the_counts_we_report() -> None:
+    nine = count_parameters(RestorationNet(ModelConfig(blocks=9)))
+    twelve = count_parameters(RestorationNet(ModelConfig(blocks=12)))
+    per_block = count_parameters(ModifiedResBlock(128))
+    assert (nine, twelve, per_block) == (3_893_338, 5_062_642, 389_768)
+    assert twelve - nine == 3 * per_block
+
+
+def test_table_1_layers_are_where_the_paper_puts_them() -> None:
+    model = RestorationNet(ModelConfig())
+    assert model.body[0].conv1.weight.numel() == 147_456  # 128·128·3·3: one LKA-block conv at 128×64×64
+    assert model.down2.conv1.weight.numel() == 73_728  # 64·128·3·3: the conv that reaches 128 channels
+
+
+def test_parameter_table_rows_add_up_and_have_256_shapes() -> None:
+    config = ModelConfig(blocks=9)
+    rows = parameter_table(config)
+    assert sum(params for _, _, params in rows) == count_parameters(RestorationNet(config))
+    shapes = {name: shape for name, shape, _ in rows}
+    assert shapes["head (DCN)"] == "32×256×256"
+    assert shapes["down2"] == shapes["block9"] == "128×64×64"
+    assert shapes["tail (DCN)"] == "3×256×256"
+    assert len(rows) == 9 + 6
+
+
+# --- configuration ----------------------------------------------------------------------------------------
+
+
+def test_from_params_reads_a_section() -> None:
+    assert ModelConfig.from_params({}) == ModelConfig()
+    assert ModelConfig.from_params(None) == ModelConfig()
+    config = ModelConfig.from_params({"blocks": 12, "dcn_kernel": 4, "lka": False})
+    assert (config.blocks, config.dcn_kernel, config.lka, config.features) == (12, 4, False, 32)
+
+
+@pytest.mark.parametrize(
+    "mapping, key, found",
+    [
+        ({"block": 9}, "model.block", "unknown key"),
+        ({"blocks": 0}, "model.blocks", "0"),
+        ({"blocks": "9"}, "model.blocks", "'9'"),
+        ({"blocks": True}, "model.blocks", "True"),
+        ({"features": 2.5}, "model.features", "2.5"),
+        ({"dcn_kernel": 5}, "model.dcn_kernel", "5"),
+        ({"lka": "yes"}, "model.lka", "'yes'"),
+        ({"attention": 1}, "model.attention", "1"),
+        ({"dcn_backend": "cuda"}, "model.dcn_backend", "'cuda'"),
+    ],
+)
+def test_from_params_names_the_bad_key(mapping: dict, key: str, found: str) -> None:
+    with pytest.raises(ImrestoreError) as error:
+        ModelConfig.from_params(mapping)
+    assert key in str(error.value) and found in str(error.value)
+
+
+def test_from_params_uses_the_callers_section_name_and_rejects_non_mappings() -> None:
+    with pytest.raises(ImrestoreError, match=r"train\.model\.blocks"):
+        ModelConfig.from_params({"blocks": -1}, where="train.model")
+    with pytest.raises(ImrestoreError, match="must be a mapping"):
+        ModelConfig.from_params([9])
+    with pytest.raises(ImrestoreError, match=r"model\.dcn_kernel"):
+        ModelConfig(dcn_kernel=2)

@@ -1,0 +1,137 @@
+"""Real Lightning Trainer runs of the restoration module on tiny budgets (CPU)."""
+
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+from cache_builders import write_cache
+from imrestore.datamodule import RestorationDataModule
+from imrestore.errors import ImrestoreError
+from imrestore.training import (
+    NonFiniteLossError,
+    OptimConfig,
+    RestorationModule,
+    export_weights,
+    learning_rate_factor,
+    load_network,
+    restoration_loss,
+)
+
+TINY_MODEL = {"blocks": 1, "features": 8, "dcn_kernel": 3}
+
+
+def noisy_cache(root, count=24, size=24, seed=0):
+    """Smooth clean patches and noisy versions of them: a denoising task a tiny net learns in steps."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size] / size
+    clean = np.stack([0.5 + 0.3 * np.sin(2 * np.pi * (x * rng.uniform(0.5, 2) + y * rng.uniform(0.5, 2)))[..., None]
+                      * np.ones(3) for _ in range(count)])
+    noisy = clean + rng.normal(0, 0.12, clean.shape)
+    to_u8 = lambda a: np.clip(np.rint(a * 255), 0, 255).astype(np.uint8)  # noqa: E731
+    return write_cache(root, {"train": (to_u8(noisy), to_u8(clean)), "val": (to_u8(noisy[:4]), to_u8(clean[:4]))})
+
+
+def data(root, **kwargs):
+    return RestorationDataModule(root, crop=16, batch_size=4, num_workers=0, device_cache=False, **kwargs)
+
+
+class LossLog(Callback):
+    def __init__(self):
+        self.losses = []
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_index):
+        self.losses.append(float(outputs["loss"]))
+
+
+def trainer(tmp_path, **kwargs):
+    defaults = dict(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                    default_root_dir=tmp_path, deterministic=True)
+    return L.Trainer(**{**defaults, **kwargs})
+
+
+def test_a_tiny_fit_lowers_the_loss(tmp_path):
+    L.seed_everything(0)
+    log = LossLog()
+    module = RestorationModule(TINY_MODEL, {"loss": "l1", "lr": 3e-3, "max_steps": 40, "warmup_steps": 4})
+    trainer(tmp_path, max_steps=40, callbacks=[log], enable_checkpointing=False).fit(
+        module, datamodule=data(noisy_cache(tmp_path / "cache"), steps_per_epoch=10))
+    first, last = np.mean(log.losses[:5]), np.mean(log.losses[-5:])
+    assert len(log.losses) == 40 and last < 0.8 * first
+    assert "val/psnr" in trainer_metrics(module) and "val/ssim" in trainer_metrics(module)
+
+
+def trainer_metrics(module):
+    return module.trainer.callback_metrics
+
+
+def test_resuming_after_an_interruption_ends_with_the_same_weights(tmp_path):
+    cache = noisy_cache(tmp_path / "cache")
+    optim = {"lr": 2e-3, "max_steps": 12}
+
+    def run(root, epochs, resume=None):
+        L.seed_everything(0)
+        module = RestorationModule(TINY_MODEL, optim)
+        checkpoints = ModelCheckpoint(dirpath=str(root), save_last=True, save_top_k=0, every_n_epochs=1)
+        trainer(tmp_path, max_epochs=epochs, callbacks=[checkpoints], num_sanity_val_steps=0).fit(
+            module, datamodule=data(cache, steps_per_epoch=4), ckpt_path=resume)
+        return module
+
+    straight = run(tmp_path / "straight", 3)
+    run(tmp_path / "interrupted", 1)  # the run killed after its first epoch
+    resumed = run(tmp_path / "interrupted", 3, resume=tmp_path / "interrupted" / "last.ckpt")
+    for key, value in straight.net.state_dict().items():
+        torch.testing.assert_close(resumed.net.state_dict()[key], value, rtol=0, atol=1e-6, msg=key)
+
+
+def test_a_nan_loss_stops_training_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path):
+    good = (torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16))
+    bad = (torch.full((2, 3, 16, 16), float("nan")), torch.rand(2, 3, 16, 16))
+    module = RestorationModule(TINY_MODEL, {"max_steps": 10})
+    checkpoints = ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), save_last=True, save_top_k=0, every_n_train_steps=1)
+    with pytest.raises(NonFiniteLossError, match=r"the l1 loss became nan at step 2; training stopped"):
+        batches = torch.utils.data.DataLoader([good, good, bad, good], batch_size=None)
+        trainer(tmp_path, max_steps=10, callbacks=[checkpoints]).fit(module, train_dataloaders=batches)
+    saved = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)
+    assert saved["global_step"] == 2
+    assert all(torch.isfinite(t).all() for t in saved["state_dict"].values())
+
+
+def test_exported_weights_round_trip_with_weights_only(tmp_path):
+    module = RestorationModule(TINY_MODEL, {})
+    export_weights(module, tmp_path / "model")
+    net = load_network(tmp_path / "model")
+    x = torch.rand(1, 3, 21, 18)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), module.net(x))
+    (tmp_path / "model" / "config.json").write_text('{"model": {"blocks": 2, "features": 8}}')
+    with pytest.raises(ImrestoreError, match="does not fit the model in config.json"):
+        load_network(tmp_path / "model")
+
+
+def test_losses_and_schedules():
+    out, target = torch.zeros(2, 3, 4, 4), torch.full((2, 3, 4, 4), 0.5)
+    assert restoration_loss("mse", out, target).item() == pytest.approx(0.25)
+    assert restoration_loss("l1", out, target).item() == pytest.approx(0.5)
+    assert restoration_loss("charbonnier", out, target).item() == pytest.approx(0.5, abs=1e-5)
+    assert restoration_loss("psnr", out, target).item() == pytest.approx(-6.0206, abs=1e-3)  # −PSNR of MSE 0.25
+    cosine = OptimConfig(warmup_steps=10, max_steps=110)
+    assert learning_rate_factor(0, cosine) == pytest.approx(0.1) and learning_rate_factor(10, cosine) == 1.0
+    assert learning_rate_factor(110, cosine) == pytest.approx(cosine.min_lr_ratio)
+    step = OptimConfig(scheduler="step", step_size=1000, gamma=0.5)
+    assert [learning_rate_factor(s, step) for s in (0, 999, 1000, 2500)] == [1.0, 1.0, 0.5, 0.25]
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [({"loss": "ssim"}, "train.optim.loss must be one of mse, l1, charbonnier, psnr, found 'ssim'"),
+     ({"lr": 0}, "train.optim.lr must be a positive number, found 0"),
+     ({"max_steps": 0}, "train.optim.max_steps must be a whole number of steps, found 0"),
+     ({"momentum": 0.9}, "unknown key train.optim.momentum")],
+)
+def test_bad_optim_params_are_named(section, message):
+    with pytest.raises(ImrestoreError, match=message.replace(".", r"\.").replace("(", r"\(")):
+        OptimConfig.from_params(section)
