@@ -103,7 +103,7 @@ def measure(shape, device: torch.device, repeats: int) -> dict:
     for repeat in range(repeats):
         # Alternate which backend goes first, so neither always runs on a cache the other just warmed.
         for name in BACKENDS if repeat % 2 == 0 else BACKENDS[::-1]:
-            seconds[name].append(timed(lambda: forward_backward(layers[name], image, projection), sync))
+            seconds[name].append(timed(lambda layer=layers[name]: forward_backward(layer, image, projection), sync))
     medians = {name: statistics.median(s) for name, s in seconds.items()}
     return {
         "shape": {"batch": batch, "channels": channels, "height": height, "width": width, "kernel": kernel},
@@ -117,7 +117,9 @@ def measure(shape, device: torch.device, repeats: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    parser.add_argument("--shapes", default=DEFAULT_SHAPES, help=f"BxCxHxWkK, comma-separated (default {DEFAULT_SHAPES})")
+    parser.add_argument(
+        "--shapes", default=DEFAULT_SHAPES, help=f"BxCxHxWkK, comma-separated (default {DEFAULT_SHAPES})"
+    )
     parser.add_argument("--repeats", type=int, default=5, help="fwd+bwd runs of each backend, alternating (default 5)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
     args = parser.parse_args()

@@ -73,7 +73,9 @@ GEOMETRIES = [
 
 @pytest.mark.parametrize("with_mask", [True, False], ids=["mask", "no-mask"])
 @pytest.mark.parametrize("kernel,stride,padding,dilation,height,width", GEOMETRIES)
-def test_values_and_all_gradients_match_torchvision_float64(kernel, stride, padding, dilation, height, width, with_mask):
+def test_values_and_all_gradients_match_torchvision_float64(
+    kernel, stride, padding, dilation, height, width, with_mask
+):
     tensors = make_case(kernel, stride, padding, dilation, height, width, torch.float64, with_mask)
     (ours, ours_grads), (reference, reference_grads) = run_both(tensors, stride, padding, dilation)
     assert ours.shape == reference.shape

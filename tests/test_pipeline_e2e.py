@@ -21,6 +21,8 @@ TINY_SAMPLE = {
     "sidd": {"scenes": 4, "instances_per_scene": 2, "width": 64, "height": 64},
 }
 TINY_PATCHES = {"gopro": {"size": 64, "step": 48}, "sidd": {"size": 32, "step": 16}}
+TINY_MODEL = {"blocks": 1, "features": 8}
+TINY_TRAINING = {"max_steps": 4, "steps_per_epoch": 2, "crop": 32, "batch_size": 2, "num_workers": 0}
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -54,6 +56,8 @@ def pipeline(tmp_path_factory) -> Path:
     for dataset, sample in TINY_SAMPLE.items():
         params["download"][dataset]["sample"].update(sample)
         params["patches"][dataset].update(TINY_PATCHES[dataset])
+    params["model"].update(TINY_MODEL)
+    params["train"].update(TINY_TRAINING)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh("imrestore", "data", cwd=repo)
     sh("dvc", "repro", cwd=repo)
@@ -88,6 +92,17 @@ def test_repro_splits_without_leaks_and_builds_patch_caches(pipeline):
         cache = PatchCache(pipeline / "build/patches" / dataset, "train", verify="full")
         assert len(cache) > 0 and cache.inputs.shape == cache.targets.shape
         assert set(cache.index["pair_id"]) <= set(table.loc[table["subset"] == "train", "pair_id"])
+
+
+def test_repro_trains_both_tasks_and_exports_weights(pipeline):
+    from imrestore.training import load_network
+
+    for task in ("deblur", "denoise"):
+        net = load_network(pipeline / "models" / task)  # weights_only=True
+        assert net.config.blocks == 1 and (pipeline / "build/checkpoints" / task / "last.ckpt").is_file()
+        metrics = json.loads((pipeline / "dvclive" / task / "metrics.json").read_text())
+        assert metrics["step"] == 3 and 5 < metrics["val"]["psnr"] < 60
+        assert (pipeline / "dvclive" / task / "plots/metrics/train/loss.tsv").read_text().count("\n") == 5
 
 
 def test_status_is_clean_and_a_second_repro_does_nothing(pipeline):

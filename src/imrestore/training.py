@@ -148,7 +148,8 @@ def export_weights(module: RestorationModule, out_dir: Path) -> None:
     """The trained network as a plain state dict plus its config: loadable with `weights_only=True`."""
     from imrestore import atomic
 
-    state = {key: value.detach().cpu() for key, value in module.net.state_dict().items()}
+    net = getattr(module.net, "_orig_mod", module.net)  # the module itself, not a torch.compile wrapper
+    state = {key: value.detach().cpu() for key, value in net.state_dict().items()}
     with atomic.atomic_file(Path(out_dir) / "model.pt") as tmp:
         torch.save(state, tmp)
     atomic.write_json(Path(out_dir) / "config.json", {"model": module.hparams["model"]})
@@ -172,3 +173,152 @@ def load_network(weights_dir: Path, map_location: str | torch.device = "cpu") ->
     except RuntimeError as exc:
         raise ImrestoreError(f"{weights_dir / 'model.pt'} does not fit the model in config.json: {exc}") from None
     return net
+
+
+# --------------------------------------------------------------------------------------------- the run
+
+TASKS = {"deblur": "gopro", "denoise": "sidd"}
+RUN_FILE = "run.json"  # beside the checkpoints: what they were trained for, so a changed run never resumes them
+
+# A preset replaces the keys it names in `train` (and `train.optim`). The paper's numbers are from its text;
+# it does not give StepLR's gamma, 0.5 is our choice.
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "cpu": {},
+    "paper": {
+        "deblur": {"crop": 128, "batch_size": 8, "max_steps": 13150,  # 50 epochs of 2103 pairs, batch 8
+                   "optim": {"loss": "mse", "optimizer": "adam", "lr": 0.01, "scheduler": "step",
+                             "step_size": 1000, "gamma": 0.5, "warmup_steps": 0}},
+        "denoise": {"crop": 128, "batch_size": 8, "max_steps": 320,  # 20 epochs of 128 pairs, batch 8
+                    "optim": {"loss": "mse", "optimizer": "adam", "lr": 0.01, "scheduler": "step",
+                              "step_size": 500, "gamma": 0.5, "warmup_steps": 0}},
+    },
+    "full": {
+        task: {"crop": 256, "batch_size": 32, "max_steps": 200_000, "steps_per_epoch": 1000, "ema_decay": 0.999,
+               "num_workers": 8, "compile": True,
+               "optim": {"loss": "psnr", "optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-3,
+                         "scheduler": "cosine", "warmup_steps": 2000, "min_lr_ratio": 1e-3}}
+        for task in TASKS
+    },
+}
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """The `train` section of params.yaml after its preset is applied (optimisation lives in `optim`)."""
+
+    preset: str = "cpu"
+    seed: int = 0
+    crop: int = 64
+    batch_size: int = 4
+    max_steps: int = 150
+    steps_per_epoch: int = 25  # validation and checkpoint cadence
+    num_workers: int = 2
+    device_cache: str | bool = "auto"
+    dihedral: bool = True
+    color_jitter: float = 0.0
+    gradient_clip: float = 1.0
+    ema_decay: float = 0.0  # 0: off
+    precision: str = "auto"  # auto: bf16-mixed on GPU, 32-true on CPU
+    channels_last: str | bool = "auto"  # auto: on GPU
+    compile: bool = False
+    deterministic: str | bool = "auto"  # auto: strict on CPU, warn on GPU (some CUDA kernels have no deterministic form)
+    accelerator: str = "auto"
+    devices: str | int = "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"
+
+    @classmethod
+    def from_params(cls, section: dict | None, task: str) -> tuple[TrainSettings, OptimConfig]:
+        section = dict(section or {})
+        preset = section.get("preset", "cpu")
+        if preset not in PRESETS:
+            raise ImrestoreError(f"params.yaml: train.preset must be one of {', '.join(PRESETS)}, found {preset!r}")
+        overrides = PRESETS[preset].get(task, {})
+        optim = {**(section.pop("optim", None) or {}), **overrides.get("optim", {})}
+        section.update({k: v for k, v in overrides.items() if k != "optim"})
+        allowed = {f.name for f in fields(cls)}
+        unknown = sorted(set(section) - allowed)
+        if unknown:
+            raise ImrestoreError(f"params.yaml: unknown key train.{unknown[0]}; expected one of {', '.join(sorted(allowed))}")
+        settings = cls(**section)
+        for key in ("crop", "batch_size", "max_steps", "steps_per_epoch", "num_nodes"):
+            value = getattr(settings, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ImrestoreError(f"params.yaml: train.{key} must be a positive integer, found {value!r}")
+        return settings, OptimConfig.from_params({**optim, "max_steps": settings.max_steps})
+
+
+def _cuda_run(settings: TrainSettings) -> bool:
+    return settings.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+
+
+def build_trainer(settings: TrainSettings, checkpoint_dir: Path, live_dir: Path | None) -> L.Trainer:
+    """The Trainer owns devices, precision, distribution, checkpoints and logging."""
+    from lightning.pytorch.callbacks import EMAWeightAveraging, LearningRateMonitor, ModelCheckpoint, RichProgressBar
+
+    cuda = _cuda_run(settings)
+    callbacks: list = [
+        # str, not Path: checkpoints must load with weights_only=True, which refuses pathlib objects
+        ModelCheckpoint(dirpath=str(checkpoint_dir), save_last=True, save_top_k=0, every_n_epochs=1),
+        RichProgressBar(),
+    ]
+    if settings.ema_decay > 0:
+        callbacks.append(EMAWeightAveraging(decay=settings.ema_decay))
+    logger = False
+    if live_dir is not None:
+        from dvclive.lightning import DVCLiveLogger
+
+        # dvc.yaml declares the plots and metrics; DVC itself records experiments, so DVCLive does neither.
+        logger = DVCLiveLogger(dir=str(live_dir), save_dvc_exp=False, dvcyaml=False, resume=True)
+        callbacks.append(LearningRateMonitor(logging_interval="step"))
+    deterministic = settings.deterministic if settings.deterministic != "auto" else ("warn" if cuda else True)
+    precision = settings.precision if settings.precision != "auto" else ("bf16-mixed" if cuda else "32-true")
+    return L.Trainer(
+        accelerator=settings.accelerator, devices=settings.devices, num_nodes=settings.num_nodes,
+        strategy=settings.strategy, precision=precision, max_steps=settings.max_steps, max_epochs=-1,
+        gradient_clip_val=settings.gradient_clip or None, deterministic=deterministic, logger=logger,
+        callbacks=callbacks, log_every_n_steps=1, num_sanity_val_steps=0, enable_model_summary=False,
+    )
+
+
+def train(task: str, params: dict, cache_dir: Path, checkpoint_dir: Path, model_dir: Path,
+          live_dir: Path | None) -> RestorationModule:
+    """Train `task` on its patch cache, resuming from `checkpoint_dir` when it holds this same run."""
+    import json
+
+    from imrestore import atomic
+    from imrestore.datamodule import RestorationDataModule
+
+    if task not in TASKS:
+        raise ImrestoreError(f"unknown task {task!r}: expected one of {', '.join(TASKS)}")
+    settings, optim = TrainSettings.from_params(params.get("train"), task)
+    model = ModelConfig.from_params(params.get("model"))
+    L.seed_everything(settings.seed, workers=True)
+    cuda = _cuda_run(settings)
+    channels_last = settings.channels_last if settings.channels_last != "auto" else cuda
+    module = RestorationModule(model.__dict__, optim.__dict__, channels_last=bool(channels_last))
+    if settings.compile:
+        module.net = torch.compile(module.net)
+    data = RestorationDataModule(cache_dir, crop=settings.crop, batch_size=settings.batch_size,
+                                 steps_per_epoch=settings.steps_per_epoch, num_workers=settings.num_workers,
+                                 device_cache=settings.device_cache, dihedral=settings.dihedral,
+                                 color_jitter=settings.color_jitter, seed=settings.seed)
+
+    # Everything the checkpoints depend on, down to the tensors' names and shapes (code changes that keep the
+    # params alter those): a checkpoint of anything else is never resumed.
+    run = {"task": task, "model": model.__dict__, "train": {**settings.__dict__, "optim": optim.__dict__},
+           "cache": json.loads((Path(cache_dir) / "cache.json").read_text())["subsets"],
+           "tensors": {name: list(t.shape) for name, t in module.net.state_dict().items()}}
+    last = Path(checkpoint_dir) / "last.ckpt"
+    run_file = Path(checkpoint_dir) / RUN_FILE
+    resume = last.is_file() and run_file.is_file() and json.loads(run_file.read_text()) == json.loads(json.dumps(run))
+    if not resume:  # checkpoints of another configuration (or none): start afresh
+        atomic.remove(Path(checkpoint_dir))
+        Path(checkpoint_dir).mkdir(parents=True)
+        atomic.write_json(run_file, run)
+        if live_dir is not None:
+            atomic.remove(Path(live_dir))
+    build_trainer(settings, checkpoint_dir, live_dir).fit(module, datamodule=data,
+                                                          ckpt_path=str(last) if resume else None)
+    export_weights(module, model_dir)
+    return module

@@ -8,7 +8,9 @@ Two interchangeable implementations of the same operator:
   every output pixel with ONE `F.grid_sample` call, scales them by the mask, and contracts them with the
   weight in ONE matrix product. Both steps are large, well-vectorised kernels with fast backward passes, so
   forward+backward is several times faster than torchvision's on CPU. It matches torchvision's values and
-  gradients to float rounding, out-of-image samples included.
+  gradients to float rounding, out-of-image samples and integer (kink) positions included. In float32 a
+  sample within ~1 ulp of a pixel may round to the other side of it in one implementation; its offset
+  gradient then takes the neighbouring slope -- an isolated difference either answer is right about.
 
 `DeformableConv2d` is the layer the network uses: offsets and mask come from a plain conv on the same
 input, zero-initialised, so a fresh layer computes exactly the plain conv with its weight.
@@ -24,8 +26,9 @@ from imrestore.errors import ImrestoreError
 
 BACKENDS = ("torchvision", "grid_sample")
 
-# backend="auto" picks per device type. CPU: grid_sample fwd+bwd measured ~5.8x faster than torchvision at
-# (8, 32, 64, 64, k3) (DESIGN.md, benchmarks/dcn_speed.py). CUDA: torchvision's kernels, until a GPU run of
+# backend="auto" picks per device type. CPU: grid_sample fwd+bwd was 5.8x faster than torchvision for the
+# operator at (8, 32, 64, 64, k3) (DESIGN.md), and 2.7-3.1x for the whole layer (offset conv included) in
+# benchmarks/dcn_speed.py on a 2-core machine that other jobs shared. CUDA: torchvision's kernels, until a GPU run of
 # benchmarks/dcn_speed.py --device cuda says otherwise -- update this table from its figures.
 # Device types not listed (mps, xpu, ...) get grid_sample, the one that runs wherever PyTorch does.
 FASTEST_BACKEND = {"cpu": "grid_sample", "cuda": "torchvision"}
@@ -45,11 +48,11 @@ def _check_shapes(input: Tensor, offset: Tensor, weight: Tensor, mask: Tensor | 
         raise ImrestoreError(f"deformable conv input: expected (B, C, H, W), found shape {tuple(input.shape)}")
     if out_size[0] <= 0 or out_size[1] <= 0:
         raise ImrestoreError(
-            f"deformable conv: expected an input at least as large as the dilated kernel {tuple(weight.shape[-2:])}, "
-            f"found input shape {tuple(input.shape)} (output size would be {out_size})"
+            "deformable conv: expected an input at least as large as the dilated kernel "
+            f"{tuple(weight.shape[-2:])}, found input shape {tuple(input.shape)} (output size would be {out_size})"
         )
     batch, channels = input.shape[:2]
-    out_channels, weight_channels, kernel_h, kernel_w = weight.shape
+    _, weight_channels, kernel_h, kernel_w = weight.shape
     kernel_points = kernel_h * kernel_w
     if weight_channels != channels:
         raise ImrestoreError(
@@ -77,7 +80,8 @@ def _pad_to_power_of_two(input: Tensor) -> Tensor:
     back to pixels as (g + 1) * size / 2 - 0.5; for a size that is not a power of two that round trip can
     turn 3.0 into 2.9999999, flipping the derivative to the backward difference. A fresh DCN layer has ALL
     its samples at integer positions (zero offsets), so this matters on the first training step. With a
-    power-of-two size every step is exact, and the zeros added match torchvision's zeros outside the image.
+    power-of-two size integer positions round-trip exactly, and the zeros added match torchvision's zeros
+    outside the image.
     The usual training crops (64, 128, 256) need no padding; odd sizes cost up to ~4x the input's memory
     (still less than the k*k columns).
     """
@@ -155,7 +159,8 @@ def _deform_conv2d_sampled(input, offset, weight, bias, mask, stride, padding_be
     out_size = tuple(offset.shape[-2:])
 
     sampled = _pad_to_power_of_two(input)
-    grid = _sampling_grid(offset, (kernel_h, kernel_w), tuple(sampled.shape[-2:]), stride, padding_before, dilation)
+    sampled_size = tuple(sampled.shape[-2:])
+    grid = _sampling_grid(offset, (kernel_h, kernel_w), sampled_size, stride, padding_before, dilation)
     # (B, C, K*Ho, Wo) is laid out as (B, C, K, Ho, Wo): viewing it as im2col columns needs no copy.
     columns = F.grid_sample(sampled, grid.to(input.dtype), mode="bilinear", padding_mode="zeros", align_corners=False)
     columns = columns.view(batch, channels, kernel_points, *out_size)
@@ -163,7 +168,8 @@ def _deform_conv2d_sampled(input, offset, weight, bias, mask, stride, padding_be
         columns = columns * mask.unsqueeze(1)
     # One GEMM over (C*K); einsum folds the batch into it, where `weight @ columns` would broadcast the
     # weight into a batched matmul (measured ~1.5x slower fwd+bwd on CPU).
-    output = torch.einsum("ok,bkl->bol", weight.reshape(out_channels, -1), columns.view(batch, channels * kernel_points, -1))
+    columns = columns.view(batch, channels * kernel_points, -1)
+    output = torch.einsum("ok,bkl->bol", weight.reshape(out_channels, -1), columns)
     output = output.view(batch, out_channels, *out_size)
     if bias is not None:
         output = output + bias.view(1, -1, 1, 1)
@@ -236,7 +242,9 @@ class DeformableConv2d(nn.Module):
             # Padding is a shift of the sampling grid here: no padded copy, and 64x64 stays a power of two.
             return _deform_conv2d_sampled(x, offset, self.weight, self.bias, mask, stride, (before, before), (1, 1))
         padded, padding = self._pad(x)
-        return deform_conv2d_torchvision(padded, offset, self.weight, self.bias, mask=mask, stride=stride, padding=padding)
+        return deform_conv2d_torchvision(
+            padded, offset, self.weight, self.bias, mask=mask, stride=stride, padding=padding
+        )
 
     def _pad(self, x: Tensor) -> tuple[Tensor, int]:
         """x and the symmetric padding still to apply, so that a conv keeps H x W ("same") at stride 1."""

@@ -1,0 +1,23 @@
+"""train@<task>: train the restoration network on its patch cache (deblur → GoPro, denoise → SIDD).
+
+Reads model.* and train.* from params.yaml and build/patches/<dataset>/; writes models/<task>/ (model.pt, a plain
+state dict, and config.json), checkpoints in build/checkpoints/<task>/ (kept between runs: a killed run resumes)
+and DVCLive curves in dvclive/<task>/.
+"""
+
+from pathlib import Path
+
+from imrestore.errors import exit_on_error
+from imrestore.params import load_params, stage_argument
+from imrestore.training import TASKS, train
+
+
+@exit_on_error
+def main(task: str) -> None:
+    train(task, load_params(), cache_dir=Path("build/patches") / TASKS[task],
+          checkpoint_dir=Path("build/checkpoints") / task, model_dir=Path("models") / task,
+          live_dir=Path("dvclive") / task)
+
+
+if __name__ == "__main__":
+    main(stage_argument(tuple(TASKS), name="task"))
