@@ -135,3 +135,31 @@ def test_losses_and_schedules():
 def test_bad_optim_params_are_named(section, message):
     with pytest.raises(ImrestoreError, match=message.replace(".", r"\.").replace("(", r"\(")):
         OptimConfig.from_params(section)
+
+
+def test_the_training_run_exports_ema_weights_resumes_only_itself(tmp_path):
+    from imrestore.training import train
+
+    cache = noisy_cache(tmp_path / "cache")
+    params = {"model": TINY_MODEL, "train": {"max_steps": 4, "steps_per_epoch": 2, "crop": 16, "batch_size": 2,
+                                             "num_workers": 0, "ema_decay": 0.5, "optim": {"lr": 1e-2}}}
+    dirs = {"cache_dir": cache, "checkpoint_dir": tmp_path / "ckpt", "model_dir": tmp_path / "model",
+            "live_dir": tmp_path / "live"}
+    module = train("denoise", params, **dirs)
+    exported = load_network(tmp_path / "model").state_dict()
+    assert (tmp_path / "ckpt" / "last.ckpt").is_file() and (tmp_path / "live" / "metrics.json").is_file()
+    # EMA: the same run without averaging ends with other weights; the exported ones are the average
+    plain = {**params, "train": {**params["train"], "ema_decay": 0.0}}
+    train("denoise", plain, cache_dir=cache, checkpoint_dir=tmp_path / "ckpt2", model_dir=tmp_path / "plain",
+          live_dir=None)
+    assert not torch.equal(load_network(tmp_path / "plain").state_dict()["head.weight"], exported["head.weight"])
+    torch.testing.assert_close(exported["head.weight"], module.net.state_dict()["head.weight"])
+
+    again = train("denoise", params, **dirs)  # the same run: resumes at its last step and changes nothing
+    assert again.trainer.global_step == 4
+    for key, value in exported.items():
+        torch.testing.assert_close(load_network(tmp_path / "model").state_dict()[key], value)
+
+    changed = {**params, "model": {**TINY_MODEL, "blocks": 2}}
+    fresh = train("denoise", changed, **dirs)  # another configuration: starts afresh, never loads the old one
+    assert fresh.trainer.global_step == 4 and load_network(tmp_path / "model").config.blocks == 2
