@@ -10,6 +10,8 @@ Trainer's (see `build_trainer`); batches are the data module's.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -20,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
+from imrestore import atomic
 from imrestore.errors import ImrestoreError
 from imrestore.models.network import ModelConfig, RestorationNet
 
@@ -146,8 +149,6 @@ class RestorationModule(L.LightningModule):
 
 def export_weights(module: RestorationModule, out_dir: Path) -> None:
     """The trained network as a plain state dict plus its config: loadable with `weights_only=True`."""
-    from imrestore import atomic
-
     net = getattr(module.net, "_orig_mod", module.net)  # the module itself, not a torch.compile wrapper
     state = {key: value.detach().cpu() for key, value in net.state_dict().items()}
     with atomic.atomic_file(Path(out_dir) / "model.pt") as tmp:
@@ -157,8 +158,6 @@ def export_weights(module: RestorationModule, out_dir: Path) -> None:
 
 def load_network(weights_dir: Path, map_location: str | torch.device = "cpu") -> RestorationNet:
     """Rebuild a network from `export_weights`' files, refusing anything but plain tensors."""
-    import json
-
     weights_dir = Path(weights_dir)
     try:
         config = json.loads((weights_dir / "config.json").read_text())["model"]
@@ -212,6 +211,7 @@ class TrainSettings:
     batch_size: int = 4
     max_steps: int = 150
     steps_per_epoch: int = 25  # validation and checkpoint cadence
+    val_crop: int | None = 128  # centre crops of the val patches (at most the patch size); None: whole patches
     num_workers: int = 2
     device_cache: str | bool = "auto"
     dihedral: bool = True
@@ -252,6 +252,16 @@ def _cuda_run(settings: TrainSettings) -> bool:
     return settings.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
 
 
+def training_code_digest() -> str:
+    """sha256 over the source of the modules a training run executes (the train stage's code deps)."""
+    package = Path(__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted([package / "training.py", package / "datamodule.py", package / "patches.py",
+                        *(package / "models").glob("*.py")]):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
 def build_trainer(settings: TrainSettings, checkpoint_dir: Path, live_dir: Path | None) -> L.Trainer:
     """The Trainer owns devices, precision, distribution, checkpoints and logging."""
     from lightning.pytorch.callbacks import EMAWeightAveraging, LearningRateMonitor, ModelCheckpoint, RichProgressBar
@@ -284,9 +294,6 @@ def build_trainer(settings: TrainSettings, checkpoint_dir: Path, live_dir: Path 
 def train(task: str, params: dict, cache_dir: Path, checkpoint_dir: Path, model_dir: Path,
           live_dir: Path | None) -> RestorationModule:
     """Train `task` on its patch cache, resuming from `checkpoint_dir` when it holds this same run."""
-    import json
-
-    from imrestore import atomic
     from imrestore.datamodule import RestorationDataModule
 
     if task not in TASKS:
@@ -299,16 +306,19 @@ def train(task: str, params: dict, cache_dir: Path, checkpoint_dir: Path, model_
     module = RestorationModule(model.__dict__, optim.__dict__, channels_last=bool(channels_last))
     if settings.compile:
         module.net = torch.compile(module.net)
-    data = RestorationDataModule(cache_dir, crop=settings.crop, batch_size=settings.batch_size,
+    patch_size = json.loads((Path(cache_dir) / "cache.json").read_text())["size"]
+    val_crop = min(settings.val_crop, patch_size) if settings.val_crop else None
+    data = RestorationDataModule(cache_dir, crop=settings.crop, batch_size=settings.batch_size, val_crop=val_crop,
                                  steps_per_epoch=settings.steps_per_epoch, num_workers=settings.num_workers,
                                  device_cache=settings.device_cache, dihedral=settings.dihedral,
                                  color_jitter=settings.color_jitter, seed=settings.seed)
 
-    # Everything the checkpoints depend on, down to the tensors' names and shapes (code changes that keep the
-    # params alter those): a checkpoint of anything else is never resumed.
+    # Everything the checkpoints depend on: params, data, the tensors' names and shapes, and the training code
+    # itself. A checkpoint of anything else is never resumed; resuming is for runs that were interrupted.
     run = {"task": task, "model": model.__dict__, "train": {**settings.__dict__, "optim": optim.__dict__},
            "cache": json.loads((Path(cache_dir) / "cache.json").read_text())["subsets"],
-           "tensors": {name: list(t.shape) for name, t in module.net.state_dict().items()}}
+           "tensors": {name: list(t.shape) for name, t in module.net.state_dict().items()},
+           "code": training_code_digest()}
     last = Path(checkpoint_dir) / "last.ckpt"
     run_file = Path(checkpoint_dir) / RUN_FILE
     resume = last.is_file() and run_file.is_file() and json.loads(run_file.read_text()) == json.loads(json.dumps(run))
