@@ -367,3 +367,10 @@ def test_trainer_advances_the_epoch_of_the_plan(cache: Path):
     expected = batches(datamodule(cache, steps_per_epoch=2, color_jitter=0.1), epochs=(0, 1))
     assert_same_batches([(x, y) for _, x, y in model.train_batches], expected)
     assert model.val_shapes == [(4, 3, SIZE, SIZE), (1, 3, SIZE, SIZE)] * 2  # 5 whole val patches, each epoch
+
+
+def test_ranks_draw_different_batches_and_rank_zero_draws_the_single_process_ones():
+    single = plan(seed=3, epoch=1, batch_index=2)
+    assert np.array_equal(plan(seed=3, epoch=1, batch_index=2, rank=0).patches, single.patches)
+    other = plan(seed=3, epoch=1, batch_index=2, rank=1)
+    assert not (np.array_equal(other.patches, single.patches) and np.array_equal(other.offsets, single.offsets))

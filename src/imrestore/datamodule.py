@@ -15,13 +15,14 @@ uses it only when that is a CUDA device with room to spare. `PlanSampler` yields
 process, and Lightning calls its `set_epoch` before every epoch (also after resuming from a checkpoint). That is
 how the epoch reaches persistent workers, whose copies of the Dataset would never see an attribute change.
 
-Scope: one training process. Under DDP, Lightning would wrap `PlanSampler` in its DistributedSamplerWrapper and
-call `set_epoch` on the wrapper only, and every rank of the device-resident path would draw the same batches;
-multi-device training needs the rank folded into the plan first.
+Under DDP, Lightning shards the CPU path's `PlanSampler` across ranks (each rank runs a share of the batch
+indices), while the device-resident path runs every index on every rank with the rank folded into the plan, so
+no two ranks train on the same batch either way. Neither has run on several GPUs yet.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -68,15 +69,19 @@ class BatchPlan:
 
 
 def plan_batch(seed: int, epoch: int, batch_index: int, *, batch_size: int, num_patches: int, patch_size: int,
-               crop: int, dihedral: bool = True, color_jitter: float = 0.0, brightness: float = 0.0) -> BatchPlan:
-    """Draw one batch's plan from `default_rng([seed, epoch, batch_index])`.
+               crop: int, dihedral: bool = True, color_jitter: float = 0.0, brightness: float = 0.0,
+               rank: int = 0) -> BatchPlan:
+    """Draw one batch's plan from `default_rng([seed, epoch, batch_index])` (plus `rank` when it is not 0).
+
+    `rank` separates the processes of a multi-GPU run that each draw every batch index themselves (the
+    device-resident path); rank 0 draws exactly what a single process draws.
 
     Every value is always drawn, in a fixed order, and switched-off augmentations are then neutralised: so
     turning jitter or the dihedral transforms off leaves the patches and crops of every batch unchanged.
     Patches are drawn with replacement: an epoch is `steps_per_epoch` batches rather than one pass over the
     patches, and independent draws keep each batch computable on its own, without a shared permutation.
     """
-    rng = np.random.default_rng([seed, epoch, batch_index])
+    rng = np.random.default_rng([seed, epoch, batch_index, *([rank] if rank else [])])
     patches = rng.integers(0, num_patches, size=batch_size)
     offsets = rng.integers(0, patch_size - crop + 1, size=(batch_size, 2))
     transforms = rng.integers(0, TRANSFORMS, size=batch_size)
@@ -99,6 +104,7 @@ class Sampling:
     dihedral: bool = True
     color_jitter: float = 0.0
     brightness: float = 0.0
+    rank: int = 0
 
     @property
     def jitter(self) -> bool:
@@ -107,7 +113,7 @@ class Sampling:
     def plan(self, epoch: int, batch_index: int) -> BatchPlan:
         return plan_batch(self.seed, epoch, batch_index, batch_size=self.batch_size, num_patches=self.num_patches,
                           patch_size=self.patch_size, crop=self.crop, dihedral=self.dihedral,
-                          color_jitter=self.color_jitter, brightness=self.brightness)
+                          color_jitter=self.color_jitter, brightness=self.brightness, rank=self.rank)
 
 
 class PlanSampler(Sampler[tuple[int, int]]):
@@ -472,7 +478,11 @@ class RestorationDataModule(L.LightningDataModule):
         trainer = self.trainer
         sampler = PlanSampler(self.steps, (lambda: trainer.current_epoch) if trainer is not None else None)
         if self.device_arrays is not None:
-            return DeviceResidentBatches(*self.device_arrays, self.sampling, sampler)
+            # Lightning shards a DataLoader's sampler across DDP ranks, but not this iterable: every rank walks
+            # all batch indices, so each draws its own batches through its rank.
+            rank = trainer.global_rank if trainer is not None else 0
+            sampling = dataclasses.replace(self.sampling, rank=rank)
+            return DeviceResidentBatches(*self.device_arrays, sampling, sampler)
         batches = CropBatches(self.cache_dir, "train", self.sampling)
         return self._loader(batches, sampler)
 
