@@ -25,6 +25,7 @@ from torchmetrics.functional.image import peak_signal_noise_ratio, structural_si
 from imrestore import atomic
 from imrestore.errors import ImrestoreError
 from imrestore.models.network import ModelConfig, RestorationNet
+from imrestore.params import reject_unknown
 
 LOSSES = ("mse", "l1", "charbonnier", "psnr")
 OPTIMIZERS = ("adamw", "adam")
@@ -52,9 +53,7 @@ class OptimConfig:
     def from_params(cls, mapping: dict | None, where: str = "train.optim") -> OptimConfig:
         mapping = dict(mapping or {})
         allowed = {f.name for f in fields(cls)}
-        unknown = sorted(set(mapping) - allowed)
-        if unknown:
-            raise ImrestoreError(f"params.yaml: unknown key {where}.{unknown[0]}; expected one of {', '.join(sorted(allowed))}")
+        reject_unknown(mapping, allowed, where)
         config = cls(**mapping)
         for key, choices in (("loss", LOSSES), ("optimizer", OPTIMIZERS), ("scheduler", SCHEDULERS)):
             if getattr(config, key) not in choices:
@@ -237,9 +236,7 @@ class TrainSettings:
         optim = {**(section.pop("optim", None) or {}), **overrides.get("optim", {})}
         section.update({k: v for k, v in overrides.items() if k != "optim"})
         allowed = {f.name for f in fields(cls)}
-        unknown = sorted(set(section) - allowed)
-        if unknown:
-            raise ImrestoreError(f"params.yaml: unknown key train.{unknown[0]}; expected one of {', '.join(sorted(allowed))}")
+        reject_unknown(section, allowed, "train")
         settings = cls(**section)
         for key in ("crop", "batch_size", "max_steps", "steps_per_epoch", "num_nodes"):
             value = getattr(settings, key)

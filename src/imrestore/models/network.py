@@ -27,6 +27,7 @@ from torch import nn
 from imrestore.errors import ImrestoreError
 from imrestore.models.dcn import BACKENDS, DeformableConv2d
 from imrestore.models.lka import LargeKernelAttention
+from imrestore.params import reject_unknown
 
 DCN_KERNELS = (3, 4)
 DCN_BACKENDS = ("auto", *BACKENDS)
@@ -54,11 +55,7 @@ class ModelConfig:
         if not isinstance(mapping, Mapping):
             raise ImrestoreError(f"params.yaml: {where} must be a mapping, found {type(mapping).__name__}")
         allowed = {field.name for field in fields(cls)}
-        unknown = sorted(set(mapping) - allowed)
-        if unknown:
-            raise ImrestoreError(
-                f"params.yaml: unknown key {where}.{unknown[0]}; expected one of {', '.join(sorted(allowed))}"
-            )
+        reject_unknown(mapping, allowed, where)
         config = cls.__new__(cls)  # validate under the caller's `where` before the dataclass would
         for field in fields(cls):
             object.__setattr__(config, field.name, mapping.get(field.name, field.default))
