@@ -75,15 +75,12 @@ def prepare_data() -> str:
 
 
 def _validate_folder(folder: Path, dataset: str, gopro_input: str) -> dict:
-    from imrestore.layouts import find_layout_root, list_pairs
+    from imrestore.layouts import find_layout_root
     from imrestore.validation import validate_dataset
 
     root = find_layout_root(folder, dataset)
-    splits: dict[str, int] = {}
-    for pair in list_pairs(root, dataset, gopro_input):
-        splits[pair.split] = splits.get(pair.split, 0) + 1
-    with tempfile.TemporaryDirectory() as scratch:  # expect what is there: this checks files, not counts
-        return validate_dataset(dataset, root, splits, Path(scratch) / "manifest.csv",
+    with tempfile.TemporaryDirectory() as scratch:  # expected_pairs=None: this checks files, not counts
+        return validate_dataset(dataset, root, None, Path(scratch) / "manifest.csv",
                                 Path("reports/validation-adhoc") / dataset, gopro_input)
 
 

@@ -292,6 +292,7 @@ def train(task: str, params: dict, cache_dir: Path, checkpoint_dir: Path, model_
           live_dir: Path | None) -> RestorationModule:
     """Train `task` on its patch cache, resuming from `checkpoint_dir` when it holds this same run."""
     from imrestore.datamodule import RestorationDataModule
+    from imrestore.patches import read_meta
 
     if task not in TASKS:
         raise ImrestoreError(f"unknown task {task!r}: expected one of {', '.join(TASKS)}")
@@ -303,8 +304,8 @@ def train(task: str, params: dict, cache_dir: Path, checkpoint_dir: Path, model_
     module = RestorationModule(model.__dict__, optim.__dict__, channels_last=bool(channels_last))
     if settings.compile:
         module.net = torch.compile(module.net)
-    patch_size = json.loads((Path(cache_dir) / "cache.json").read_text())["size"]
-    val_crop = min(settings.val_crop, patch_size) if settings.val_crop else None
+    cache = read_meta(Path(cache_dir))  # also a clear error when the cache is missing
+    val_crop = min(settings.val_crop, cache["size"]) if settings.val_crop else None
     data = RestorationDataModule(cache_dir, crop=settings.crop, batch_size=settings.batch_size, val_crop=val_crop,
                                  steps_per_epoch=settings.steps_per_epoch, num_workers=settings.num_workers,
                                  device_cache=settings.device_cache, dihedral=settings.dihedral,
@@ -313,7 +314,7 @@ def train(task: str, params: dict, cache_dir: Path, checkpoint_dir: Path, model_
     # Everything the checkpoints depend on: params, data, the tensors' names and shapes, and the training code
     # itself. A checkpoint of anything else is never resumed; resuming is for runs that were interrupted.
     run = {"task": task, "model": model.__dict__, "train": {**settings.__dict__, "optim": optim.__dict__},
-           "cache": json.loads((Path(cache_dir) / "cache.json").read_text())["subsets"],
+           "cache": cache["subsets"],
            "tensors": {name: list(t.shape) for name, t in module.net.state_dict().items()},
            "code": training_code_digest()}
     last = Path(checkpoint_dir) / "last.ckpt"

@@ -281,16 +281,19 @@ def summarize(manifest: pd.DataFrame, dataset: str, problems: list[Problem], exp
 MAX_PROBLEMS_SHOWN = 40
 
 
-def validate_dataset(dataset: str, root: Path, expected_pairs: dict[str, int], manifest_path: Path,
+def validate_dataset(dataset: str, root: Path, expected_pairs: dict[str, int] | None, manifest_path: Path,
                      report_dir: Path, gopro_input: str = "blur", workers: int | None = None) -> dict:
     """Build and check the manifest of the dataset at `root`; write the reports, and the manifest if valid.
 
     The reports (summary JSON and Data Docs) are written either way so a failed run can be inspected; the
-    manifest, which later stages read, only exists for a valid dataset.
+    manifest, which later stages read, only exists for a valid dataset. `expected_pairs=None` expects the
+    pairs that are there: the files are checked, not the counts.
     """
     manifest = build_manifest(list_pairs(root, dataset, gopro_input), dataset, workers)
     if manifest.empty:
         raise ImrestoreError(f"no image pairs found under {root}")
+    if expected_pairs is None:
+        expected_pairs = {str(k): int(v) for k, v in manifest.groupby("split").size().items()}
     problems = check_schema(manifest, dataset)
     with atomic.atomic_dir(report_dir / "data_docs") as docs:
         expectation_problems, counts = check_expectations(manifest, dataset, expected_pairs, docs)
