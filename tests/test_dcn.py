@@ -23,7 +23,8 @@ def out_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -
     return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
-def make_case(kernel, stride, padding, dilation, height, width, dtype, with_mask, *, seed=0, batch=2, scale=1.5):
+def make_case(kernel, stride, padding, dilation, height, width, dtype, with_mask, *, seed=0, batch=2, scale=1.5,
+              channels=(3, 4)):
     """Random tensors for one deform conv; offsets reach up to `scale` x the image size, so many samples
     land outside the image or straddle its border."""
     generator = torch.Generator().manual_seed(seed)
@@ -34,10 +35,10 @@ def make_case(kernel, stride, padding, dilation, height, width, dtype, with_mask
         return torch.rand(*shape, generator=generator, dtype=dtype)
 
     tensors = {
-        "input": rand(batch, 3, height, width) * 2 - 1,
+        "input": rand(batch, channels[0], height, width) * 2 - 1,
         "offset": (rand(batch, 2 * points, out_h, out_w) * 2 - 1) * scale * max(height, width),
-        "weight": rand(4, 3, kernel, kernel) - 0.5,
-        "bias": rand(4) - 0.5,
+        "weight": rand(channels[1], channels[0], kernel, kernel) - 0.5,
+        "bias": rand(channels[1]) - 0.5,
     }
     if with_mask:
         tensors["mask"] = rand(batch, points, out_h, out_w)
@@ -71,12 +72,18 @@ GEOMETRIES = [
 ]
 
 
+# (in, out): more outputs samples first, fewer outputs projects first (the network's head and tail)
+CHANNELS = [(3, 4), (5, 2)]
+
+
+@pytest.mark.parametrize("channels", CHANNELS, ids=["sample-then-project", "project-then-sample"])
 @pytest.mark.parametrize("with_mask", [True, False], ids=["mask", "no-mask"])
 @pytest.mark.parametrize("kernel,stride,padding,dilation,height,width", GEOMETRIES)
 def test_values_and_all_gradients_match_torchvision_float64(
-    kernel, stride, padding, dilation, height, width, with_mask
+    kernel, stride, padding, dilation, height, width, with_mask, channels
 ):
-    tensors = make_case(kernel, stride, padding, dilation, height, width, torch.float64, with_mask)
+    tensors = make_case(kernel, stride, padding, dilation, height, width, torch.float64, with_mask,
+                        channels=channels)
     (ours, ours_grads), (reference, reference_grads) = run_both(tensors, stride, padding, dilation)
     assert ours.shape == reference.shape
     assert_close_relative(ours, reference, 1e-12, "output")
@@ -84,9 +91,12 @@ def test_values_and_all_gradients_match_torchvision_float64(
         assert_close_relative(ours_grads[name], reference_grads[name], 1e-11, f"grad {name}")
 
 
+@pytest.mark.parametrize("channels", CHANNELS, ids=["sample-then-project", "project-then-sample"])
 @pytest.mark.parametrize("kernel,stride,padding,dilation,height,width", GEOMETRIES[:4])
-def test_values_and_all_gradients_match_torchvision_float32(kernel, stride, padding, dilation, height, width):
-    tensors = make_case(kernel, stride, padding, dilation, height, width, torch.float32, with_mask=True, seed=2)
+def test_values_and_all_gradients_match_torchvision_float32(kernel, stride, padding, dilation, height, width,
+                                                            channels):
+    tensors = make_case(kernel, stride, padding, dilation, height, width, torch.float32, with_mask=True, seed=2,
+                        channels=channels)
     (ours, ours_grads), (reference, reference_grads) = run_both(tensors, stride, padding, dilation)
     assert_close_relative(ours, reference, 1e-5, "output")
     for name in tensors:
@@ -134,20 +144,21 @@ def test_a_fresh_layer_is_the_plain_conv_with_its_weight(kernel, stride, backend
     torch.testing.assert_close(layer(x), plain, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("channels", CHANNELS, ids=["sample-then-project", "project-then-sample"])
 @pytest.mark.parametrize("state", ["fresh", "deformed"])
 @pytest.mark.parametrize("kernel", [3, 4])
-def test_both_backends_give_the_same_outputs_and_gradients(kernel, state):
+def test_both_backends_give_the_same_outputs_and_gradients(kernel, state, channels):
     """"fresh": zero offsets put every sample on a pixel, where bilinear interpolation has a kink; the
     offset gradients (offset_mask.*) must still be torchvision's one-sided ones, not a rounding accident."""
     torch.manual_seed(0)
-    layers = {name: DeformableConv2d(4, 6, kernel, backend=name) for name in ("torchvision", "grid_sample")}
+    layers = {name: DeformableConv2d(*channels, kernel, backend=name) for name in ("torchvision", "grid_sample")}
     if state == "deformed":  # non-zero offsets (a few pixels) and masks
         with torch.no_grad():
             layers["torchvision"].offset_mask.weight.normal_(std=0.3)
             layers["torchvision"].offset_mask.bias.normal_(std=1.0)
     layers["grid_sample"].load_state_dict(layers["torchvision"].state_dict())
-    x = torch.randn(2, 4, 11, 9)
-    projection = torch.randn(2, 6, 11, 9)
+    x = torch.randn(2, channels[0], 11, 9)
+    projection = torch.randn(2, channels[1], 11, 9)
     results = {}
     for name, layer in layers.items():
         image = x.clone().requires_grad_()
