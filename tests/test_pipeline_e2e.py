@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -23,6 +24,9 @@ TINY_SAMPLE = {
 TINY_PATCHES = {"gopro": {"size": 64, "step": 48}, "sidd": {"size": 32, "step": 16}}
 TINY_MODEL = {"blocks": 1, "features": 8}
 TINY_TRAINING = {"max_steps": 4, "steps_per_epoch": 2, "crop": 32, "batch_size": 2, "num_workers": 0}
+TINY_EVALUATE = {"tile": 64, "overlap": 16, "comparisons": 1,
+                 "baselines": {"deblur": ["unsharp_mask"], "denoise": ["wavelet"]}}
+METRIC_KEYS = ("psnr", "ssim", "psnr_y", "ssim_y", "ssim_3d")
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -58,6 +62,7 @@ def pipeline(tmp_path_factory) -> Path:
         params["patches"][dataset].update(TINY_PATCHES[dataset])
     params["model"].update(TINY_MODEL)
     params["train"].update(TINY_TRAINING)
+    params["evaluate"].update(TINY_EVALUATE)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh("imrestore", "data", cwd=repo)
     sh("dvc", "repro", cwd=repo)
@@ -105,6 +110,22 @@ def test_repro_trains_both_tasks_and_exports_weights(pipeline):
         assert (pipeline / "dvclive" / task / "plots/metrics/train/loss.tsv").read_text().count("\n") == 5
 
 
+def test_repro_evaluates_both_tasks_into_metrics_plots_and_images(pipeline):
+    for task, test_images in (("deblur", 3), ("denoise", 2)):
+        metrics = json.loads((pipeline / "metrics" / f"{task}.json").read_text())
+        assert metrics["n_images"] == test_images and metrics["data"] == "sample"
+        for scope in (metrics, metrics["input"], *metrics["baselines"].values()):
+            assert all(math.isfinite(scope[key]) for key in METRIC_KEYS)
+            assert 10 < scope["psnr"] < 60 and 0 < scope["ssim"] <= 1
+        assert set(metrics["baselines"]) == {"deblur": {"unsharp_mask"}, "denoise": {"wavelet"}}[task]
+        assert metrics["model"]["blocks"] == 1 and metrics["inference"]["megapixels_per_s"] > 0
+        table = pd.read_csv(pipeline / "metrics" / task / "per_image.csv")
+        assert len(table) == test_images and table["psnr"].notna().all()
+        assert len(list((pipeline / "metrics" / task / "comparisons").glob("*.png"))) == 1
+    shown = json.loads(sh("dvc", "plots", "show", "--json", cwd=pipeline).stdout)
+    assert "metrics/deblur/per_image.csv" in shown and any("comparisons" in name for name in shown)
+
+
 def test_status_is_clean_and_a_second_repro_does_nothing(pipeline):
     status = sh("dvc", "status", "--json", cwd=pipeline)
     assert json.loads(status.stdout) == {}
@@ -133,6 +154,35 @@ def test_push_then_pull_restores_everything_without_running_stages(pipeline):
     sh("dvc", "pull", cwd=pipeline)
     assert (pipeline / "build/manifest/gopro.csv").read_bytes() == manifest
     assert json.loads(sh("dvc", "status", "--json", cwd=pipeline).stdout) == {}
+
+
+def test_an_experiment_runs_beside_the_baseline_and_the_report_shows_the_change(pipeline):
+    sh("git", "add", "-A", cwd=pipeline)
+    sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline results", cwd=pipeline)
+    sh("dvc", "exp", "run", "-S", "model.blocks=2", "--name", "blocks2", cwd=pipeline)
+    shown = json.loads(sh("dvc", "exp", "show", "--json", cwd=pipeline).stdout)
+    experiments = {exp["name"]: exp for row in shown for exp in (row.get("experiments") or [])}
+    run = experiments["blocks2"]["revs"][0]["data"]
+    assert run["params"]["params.yaml"]["data"]["model"]["blocks"] == 2
+    assert math.isfinite(run["metrics"]["metrics/denoise.json"]["data"]["psnr"])
+    baseline = next(row for row in shown if row["rev"] != "workspace")["data"]
+    assert baseline["params"]["params.yaml"]["data"]["model"]["blocks"] == 1
+
+    sh("imrestore", "report", "--base", "HEAD", "--exp", "blocks2", "--out", "build/pr", cwd=pipeline)
+    report = (pipeline / "build/pr/report.md").read_text()
+    assert "model.blocks" in report and "metrics/deblur.json" in report
+    ours = run["metrics"]["metrics/deblur.json"]["data"]["psnr"]
+    assert f"{ours:.2f}" in report or f"{ours:.3f}" in report or f"{ours:.4f}" in report
+
+
+def test_the_sidd_benchmark_is_evaluated_once_its_files_are_in_data(pipeline):
+    from mat_builders import write_sidd_validation
+
+    write_sidd_validation(pipeline / "data" / "benchmarks", images=2, blocks=2, size=32)
+    sh("dvc", "add", "data", cwd=pipeline)  # how real benchmark files enter the pipeline (README, "Real data")
+    sh("dvc", "repro", "evaluate@denoise", cwd=pipeline)
+    benchmark = json.loads((pipeline / "metrics/denoise.json").read_text())["benchmarks"]["sidd_validation"]
+    assert benchmark["n_images"] == 4 and all(math.isfinite(benchmark[key]) for key in METRIC_KEYS)
 
 
 def test_an_invalid_dataset_stops_the_pipeline_naming_the_file(pipeline, tmp_path):

@@ -17,6 +17,7 @@ from pathlib import Path
 from imrestore.errors import ImrestoreError
 
 DATASETS = ("gopro", "sidd")
+TASKS = {"deblur": "gopro", "denoise": "sidd"}  # each restoration task and the dataset it trains and tests on
 GOPRO_ROOT = "GOPRO_Large"
 GOPRO_SPLITS = ("train", "test")
 GOPRO_FOLDERS = ("blur", "blur_gamma", "sharp")

@@ -50,6 +50,15 @@ def read_rgb8(path: Path) -> np.ndarray:
         return np.asarray(image.convert("RGB"))
 
 
+def load_rgb8(path: Path) -> np.ndarray:
+    """`read_rgb8` for callers that need the image: greyscale is repeated, alpha dropped, and an unreadable
+    file is an ImrestoreError that names it."""
+    try:
+        return read_rgb8(Path(path))
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise ImrestoreError(f"{path}: not a readable image ({exc})") from None
+
+
 def inspect_image(path: Path) -> tuple[ImageFacts, np.ndarray | None]:
     """Hash and fully decode one image; return its facts and, for 8-bit RGB, its pixels."""
     try:

@@ -24,6 +24,7 @@ from torchmetrics.functional.image import peak_signal_noise_ratio, structural_si
 
 from imrestore import atomic
 from imrestore.errors import ImrestoreError
+from imrestore.layouts import TASKS
 from imrestore.models.network import ModelConfig, RestorationNet
 from imrestore.params import reject_unknown
 
@@ -146,13 +147,13 @@ class RestorationModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
-def export_weights(module: RestorationModule, out_dir: Path) -> None:
-    """The trained network as a plain state dict plus its config: loadable with `weights_only=True`."""
+def export_weights(module: RestorationModule, out_dir: Path, task: str | None = None) -> None:
+    """The trained network as a plain state dict plus its config (and task): loadable with `weights_only=True`."""
     net = getattr(module.net, "_orig_mod", module.net)  # the module itself, not a torch.compile wrapper
     state = {key: value.detach().cpu() for key, value in net.state_dict().items()}
     with atomic.atomic_file(Path(out_dir) / "model.pt") as tmp:
         torch.save(state, tmp)
-    atomic.write_json(Path(out_dir) / "config.json", {"model": module.hparams["model"]})
+    atomic.write_json(Path(out_dir) / "config.json", {"task": task, "model": module.hparams["model"]})
 
 
 def load_network(weights_dir: Path, map_location: str | torch.device = "cpu") -> RestorationNet:
@@ -175,7 +176,6 @@ def load_network(weights_dir: Path, map_location: str | torch.device = "cpu") ->
 
 # --------------------------------------------------------------------------------------------- the run
 
-TASKS = {"deblur": "gopro", "denoise": "sidd"}
 RUN_FILE = "run.json"  # beside the checkpoints: what they were trained for, so a changed run never resumes them
 
 # A preset replaces the keys it names in `train` (and `train.optim`). The paper's numbers are from its text;
@@ -328,5 +328,5 @@ def train(task: str, params: dict, cache_dir: Path, checkpoint_dir: Path, model_
             atomic.remove(Path(live_dir))
     build_trainer(settings, checkpoint_dir, live_dir).fit(module, datamodule=data,
                                                           ckpt_path=str(last) if resume else None)
-    export_weights(module, model_dir)
+    export_weights(module, model_dir, task)
     return module

@@ -199,7 +199,7 @@ def _project_then_sample(input, offset, weight, mask, stride, padding_before, di
     per_point = weight.reshape(out_channels, channels, kernel_points).permute(2, 0, 1).reshape(-1, channels)
     projected = torch.einsum("jc,bchw->bjhw", per_point, input)
     projected = _pad_to_power_of_two(projected)
-    projected = projected.view(batch * kernel_points, out_channels, *projected.shape[-2:])
+    projected = projected.reshape(batch * kernel_points, out_channels, *projected.shape[-2:])
     grid = _sampling_grid(offset, (kernel_h, kernel_w), tuple(projected.shape[-2:]), stride, padding_before,
                           dilation)
     grid = grid.view(batch * kernel_points, *out_size, 2)  # each kernel point's image reads its own positions

@@ -1,0 +1,267 @@
+"""evaluate@<task>: the trained network on the full-resolution test split, beside the degraded input and
+classical baselines, into one metrics JSON, a per-image table and image comparisons.
+
+    metrics/<task>.json               psnr, ssim (+ variants) of the network, the input, each baseline and any
+                                      standard benchmark found; n_images, parameter count, throughput
+    metrics/<task>/per_image.csv      name, psnr, ssim, input_psnr (a DVC plot)
+    metrics/<task>/comparisons/*.png  input | restored | ground truth, with the worst-degraded crop enlarged
+
+Every number is measured by `imrestore.metrics` on uint8 images (the standard protocol). The test split is
+GoPro's official test set (its 1111 frames on real data) and SIDD's held-out 20%. When the SIDD validation
+benchmark's .mat files lie under `evaluate.benchmarks`, its 1280 blocks are evaluated as well.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import multiprocessing
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image, ImageDraw
+
+from imrestore import atomic
+from imrestore.baselines import check_baselines, run_baseline
+from imrestore.errors import ImrestoreError
+from imrestore.inference import InferenceConfig, prepare_network, resolve_device, restore_images
+from imrestore.manifest import default_workers, load_rgb8, read_manifest
+from imrestore.metrics import METRIC_NAMES, image_metrics, quantize
+from imrestore.models.network import count_parameters
+from imrestore.params import reject_unknown, section
+from imrestore.progress import progress_bar
+from imrestore.testsets import find_sidd_validation, load_sidd_validation
+from imrestore.training import TASKS, load_network
+
+PANEL_WIDTH = 480  # comparison panels are downscaled to this width: a page of them stays a few MB
+BLOCK_BATCH = 16  # SIDD validation blocks (256²) per forward pass
+
+
+@dataclass(frozen=True)
+class EvaluateSettings:
+    inference: InferenceConfig
+    baselines: tuple[str, ...]
+    crop_border: int = 0
+    comparisons: int = 3
+    max_images: int | None = None
+    device: str = "auto"
+    benchmarks: Path | None = Path("data/benchmarks")
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any], task: str) -> EvaluateSettings:
+        where = "evaluate"
+        settings = dict(section(params, where))
+        own = {"crop_border", "comparisons", "max_images", "device", "benchmarks", "baselines"}
+        reject_unknown(settings, own | InferenceConfig.keys(), where)
+        baselines = settings.get("baselines") or {}
+        if not isinstance(baselines, dict):
+            raise ImrestoreError(f"params.yaml: {where}.baselines must map each task to a list of baseline names, "
+                                 f"found {baselines!r}")
+        names = check_baselines(task, baselines.get(task) or [])
+        for key, minimum in (("crop_border", 0), ("comparisons", 0), ("max_images", 1)):
+            value = settings.get(key)
+            if key == "max_images" and value is None:
+                continue
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < minimum):
+                raise ImrestoreError(f"params.yaml: {where}.{key} must be an integer ≥ {minimum}, found {value!r}")
+        benchmarks = settings.get("benchmarks", "data/benchmarks")
+        return cls(inference=InferenceConfig.from_params(settings, f"params.yaml: {where}"), baselines=names,
+                   crop_border=settings.get("crop_border", 0), comparisons=settings.get("comparisons", 3),
+                   max_images=settings.get("max_images"), device=str(settings.get("device", "auto")),
+                   benchmarks=Path(benchmarks) if benchmarks else None)
+
+
+def select_test_pairs(split_csv: Path, max_images: int | None = None) -> pd.DataFrame:
+    """The test subset of a split table, in pair_id order; `max_images` picks that many evenly spaced."""
+    table = read_manifest(split_csv)
+    test = table[table["subset"] == "test"].sort_values("pair_id").reset_index(drop=True)
+    if test.empty:
+        raise ImrestoreError(f"{split_csv} has no test pairs; expected the split stage to assign some")
+    if max_images is not None and max_images < len(test):
+        test = test.iloc[np.linspace(0, len(test) - 1, max_images).round().astype(int)].reset_index(drop=True)
+    return test
+
+
+def _to_tensor(image: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.require(image, requirements=["C", "W"])).permute(2, 0, 1)  # PIL arrays are read-only
+
+
+def _metrics_of(pred: torch.Tensor, target: torch.Tensor, crop_border: int) -> dict[str, float]:
+    return {name: float(value[0]) for name, value in image_metrics(pred[None], target[None], crop_border).items()}
+
+
+def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
+    return {name: float(np.mean([row[name] for row in rows])) for name in METRIC_NAMES}
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Restorer:
+    """The network on its device, timed: seconds spent restoring and megapixels restored."""
+
+    def __init__(self, net: torch.nn.Module, config: InferenceConfig, device: torch.device) -> None:
+        self.net, self.config, self.device = prepare_network(net, device), config, device
+        self.seconds = 0.0
+        self.megapixels = 0.0
+
+    def __call__(self, images_u8: torch.Tensor) -> torch.Tensor:
+        """uint8 N×3×H×W (CPU) → restored uint8 N×3×H×W (CPU)."""
+        batch = images_u8.to(self.device, non_blocking=True).float() / 255
+        _synchronize(self.device)
+        start = time.perf_counter()
+        restored = quantize(restore_images(self.net, batch, self.config))
+        _synchronize(self.device)
+        self.seconds += time.perf_counter() - start
+        self.megapixels += images_u8.shape[0] * images_u8.shape[-2] * images_u8.shape[-1] / 1e6
+        return restored.cpu()
+
+
+def worst_crop(degraded: np.ndarray, target: np.ndarray) -> tuple[int, int, int]:
+    """(y, x, size) of the square, a quarter of the short side, where the input differs most from the truth."""
+    size = max(8, min(degraded.shape[:2]) // 4)
+    error = np.abs(degraded.astype(np.float32) - target.astype(np.float32)).mean(axis=2)
+    # Box sums of the error over every size×size window, from an integral image.
+    integral = np.pad(error.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    sums = integral[size:, size:] - integral[:-size, size:] - integral[size:, :-size] + integral[:-size, :-size]
+    y, x = np.unravel_index(int(np.argmax(sums)), sums.shape)
+    return int(y), int(x), size
+
+
+def comparison_image(degraded: np.ndarray, restored: np.ndarray, target: np.ndarray,
+                     labels: tuple[str, str, str]) -> Image.Image:
+    """Three panels side by side, and under each the same crop enlarged to the panel's width."""
+    y, x, size = worst_crop(degraded, target)
+    height, width = degraded.shape[:2]
+    scale = min(1.0, PANEL_WIDTH / width)
+    panel_w, panel_h = max(1, round(width * scale)), max(1, round(height * scale))
+    caption = 18
+    canvas = Image.new("RGB", (3 * panel_w, caption + panel_h + panel_w), "white")
+    draw = ImageDraw.Draw(canvas)
+    for column, (image, label) in enumerate(zip((degraded, restored, target), labels)):
+        left = column * panel_w
+        full = Image.fromarray(image).resize((panel_w, panel_h), Image.Resampling.LANCZOS)
+        canvas.paste(full, (left, caption))
+        crop = Image.fromarray(image[y:y + size, x:x + size]).resize((panel_w, panel_w), Image.Resampling.NEAREST)
+        canvas.paste(crop, (left, caption + panel_h))
+        draw.text((left + 4, 3), label, fill="black")
+        box = [left + x * scale, caption + y * scale, left + (x + size) * scale, caption + (y + size) * scale]
+        draw.rectangle(box, outline="red", width=2)  # where the enlarged crop comes from
+    return canvas
+
+
+def _baseline_metrics(task: str, name: str, input_path: str, target_path: str, crop_border: int) -> dict:
+    """One baseline on one pair, in a worker process (scikit-image's restorers are single-threaded)."""
+    torch.set_num_threads(1)
+    degraded, target = load_rgb8(Path(input_path)), load_rgb8(Path(target_path))
+    output = run_baseline(task, name, degraded)
+    return _metrics_of(_to_tensor(output), _to_tensor(target), crop_border)
+
+
+def evaluate_baselines(task: str, names: tuple[str, ...], pairs: pd.DataFrame, crop_border: int,
+                       progress: bool = True) -> dict[str, dict[str, float]]:
+    names = tuple(name for name in names if name != "identity")  # the identity is the `input` entry already
+    if not names:
+        return {}
+    jobs = [(name, row.input_path, row.target_path) for name in names for row in pairs.itertuples()]
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+    context = multiprocessing.get_context("spawn")  # no fork of a process that already runs torch threads
+    with concurrent.futures.ProcessPoolExecutor(default_workers(), mp_context=context) as pool, \
+            progress_bar(f"{task} baselines", total=len(jobs), unit="images", enabled=progress) as advance:
+        futures = {pool.submit(_baseline_metrics, task, name, inp, tgt, crop_border): name for name, inp, tgt in jobs}
+        for future in concurrent.futures.as_completed(futures):
+            results[futures[future]].append(future.result())
+            advance(1)
+    return {name: _mean(rows) for name, rows in results.items()}
+
+
+def evaluate_sidd_validation(restorer: Restorer, folder: Path, crop_border: int, progress: bool = True) -> dict:
+    """All blocks of the SIDD validation benchmark (when its two .mat files are under `folder`)."""
+    files = find_sidd_validation(folder)
+    if files is None:
+        return {}
+    benchmark = load_sidd_validation(*files)
+    ours, inputs = [], []
+    blocks = list(benchmark.blocks())
+    with progress_bar("SIDD validation blocks", total=len(blocks), unit="blocks", enabled=progress) as advance:
+        for start in range(0, len(blocks), BLOCK_BATCH):
+            chunk = blocks[start:start + BLOCK_BATCH]
+            noisy = torch.stack([_to_tensor(block) for _, block, _ in chunk])
+            clean = torch.stack([_to_tensor(block) for _, _, block in chunk])
+            restored = restorer(noisy)
+            for metrics, pred in ((ours, restored), (inputs, noisy)):
+                batch = image_metrics(pred, clean, crop_border)
+                metrics += [{name: float(batch[name][i]) for name in METRIC_NAMES} for i in range(len(chunk))]
+            advance(len(chunk))
+    return {"sidd_validation": {"n_images": len(blocks), "files": [str(path) for path in files],
+                                **_mean(ours), "input": _mean(inputs)}}
+
+
+def evaluate(task: str, params: dict[str, Any], weights_dir: Path, split_csv: Path, metrics_json: Path,
+             report_dir: Path, progress: bool = True) -> dict[str, Any]:
+    """Evaluate `task`'s trained network; write metrics_json and report_dir/{per_image.csv, comparisons/}."""
+    if task not in TASKS:
+        raise ImrestoreError(f"unknown task {task!r}: expected one of {', '.join(TASKS)}")
+    dataset = TASKS[task]
+    settings = EvaluateSettings.from_params(params, task)
+    device = resolve_device(settings.device)
+    net = load_network(weights_dir)
+    restorer = Restorer(net, settings.inference, device)
+    pairs = select_test_pairs(split_csv, settings.max_images)
+    shown = set(np.linspace(0, len(pairs) - 1, min(settings.comparisons, len(pairs))).round().astype(int).tolist()
+                if settings.comparisons else [])
+
+    rows, ours, inputs = [], [], []
+    with atomic.atomic_dir(report_dir) as out:
+        (out / "comparisons").mkdir()
+        with progress_bar(f"evaluate {task}", total=len(pairs), unit="images", enabled=progress) as advance:
+            for index, pair in pairs.iterrows():
+                degraded, target = load_rgb8(Path(pair.input_path)), load_rgb8(Path(pair.target_path))
+                if degraded.shape != target.shape:
+                    raise ImrestoreError(f"{pair.input_path} is {degraded.shape} but its target {pair.target_path} "
+                                         f"is {target.shape}; expected the same size")
+                restored = restorer(_to_tensor(degraded)[None])[0]
+                ours.append(_metrics_of(restored, _to_tensor(target), settings.crop_border))
+                inputs.append(_metrics_of(_to_tensor(degraded), _to_tensor(target), settings.crop_border))
+                rows.append({"name": pair.pair_id, "psnr": ours[-1]["psnr"], "ssim": ours[-1]["ssim"],
+                             "input_psnr": inputs[-1]["psnr"], "input_ssim": inputs[-1]["ssim"]})
+                if index in shown:
+                    labels = (f"input {inputs[-1]['psnr']:.2f} dB", f"restored {ours[-1]['psnr']:.2f} dB",
+                              "ground truth")
+                    image = comparison_image(degraded, restored.permute(1, 2, 0).numpy(), target, labels)
+                    image.save(out / "comparisons" / f"{pair.pair_id.replace('/', '_')}.png", optimize=True)
+                advance(1)
+        pd.DataFrame(rows).to_csv(out / "per_image.csv", index=False, float_format="%.6f")
+        test_seconds, test_megapixels = restorer.seconds, restorer.megapixels
+        benchmarks = (evaluate_sidd_validation(restorer, settings.benchmarks, settings.crop_border, progress)
+                      if task == "denoise" and settings.benchmarks is not None else {})
+        baselines = evaluate_baselines(task, settings.baselines, pairs, settings.crop_border, progress)
+        source = section(params, f"download.{dataset}.source")
+        config = net.config
+        metrics = {
+            "task": task, "dataset": dataset, "data": "sample" if source == "sample" else "real",
+            "split": "test", "n_images": len(pairs), "crop_border": settings.crop_border,
+            **_mean(ours),
+            "input": _mean(inputs),
+            "baselines": baselines,
+            "benchmarks": benchmarks,
+            "model": {"parameters": count_parameters(net), "blocks": config.blocks, "features": config.features,
+                      "dcn_kernel": config.dcn_kernel},
+            "inference": {"device": _device_name(device), "megapixels_per_s": test_megapixels / test_seconds,
+                          "seconds_per_image": test_seconds / len(pairs), "tile": settings.inference.tile,
+                          "overlap": settings.inference.overlap, "self_ensemble": settings.inference.self_ensemble},
+        }
+        atomic.write_json(metrics_json, metrics)
+    return metrics

@@ -1,0 +1,119 @@
+"""`imrestore restore`: a trained network on the user's own images, a file or a folder in, PNGs out.
+
+    imrestore restore photos/ --task denoise --out restored/
+    imrestore restore blurry.jpg --weights build/checkpoints/deblur/last.ckpt --tile 512 --device cuda
+
+Weights are an exported model folder (models/<task>/: model.pt + config.json, what `dvc pull` fetches) or a
+Lightning checkpoint of a training run; both load with `weights_only=True`, so a weights file can hold
+tensors and plain values only, never code. A folder is walked recursively and its layout is mirrored under
+the output folder. An unreadable image is reported and skipped; the command then exits non-zero.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from imrestore import atomic
+from imrestore.errors import ImrestoreError
+from imrestore.inference import InferenceConfig, prepare_network, resolve_device, restore_images
+from imrestore.manifest import load_rgb8
+from imrestore.metrics import quantize
+from imrestore.models.network import ModelConfig, RestorationNet
+from imrestore.progress import progress_bar
+from imrestore.training import TASKS, load_network
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+CHECKPOINT_PREFIX = "net."  # RestorationModule keeps the network as `self.net`
+
+
+@dataclass
+class RestoreReport:
+    written: list[Path] = field(default_factory=list)
+    failed: dict[Path, str] = field(default_factory=dict)
+
+
+def load_weights(weights: Path, map_location: str | torch.device = "cpu") -> RestorationNet:
+    """An exported model folder (or its model.pt) or a Lightning checkpoint (.ckpt), as a network."""
+    weights = Path(weights)
+    if weights.is_dir() or weights.name == "model.pt":
+        return load_network(weights if weights.is_dir() else weights.parent, map_location)
+    if weights.suffix != ".ckpt":
+        raise ImrestoreError(f"--weights {weights}: expected a model folder (model.pt + config.json) or a "
+                             f"Lightning checkpoint (.ckpt)")
+    if not weights.is_file():
+        raise ImrestoreError(f"--weights {weights}: no such file")
+    try:
+        checkpoint = torch.load(weights, map_location=map_location, weights_only=True)
+        model = checkpoint["hyper_parameters"]["model"]
+        state = {key.removeprefix(CHECKPOINT_PREFIX): value for key, value in checkpoint["state_dict"].items()
+                 if key.startswith(CHECKPOINT_PREFIX)}
+    except (KeyError, TypeError):
+        raise ImrestoreError(f"{weights} is not a checkpoint of an imrestore training run "
+                             f"(expected hyper_parameters.model and a state_dict of net.* tensors)") from None
+    except Exception as exc:  # torch's unpickler refuses anything but tensors and plain values
+        raise ImrestoreError(f"{weights} cannot be loaded safely (weights_only=True): {exc}") from None
+    net = RestorationNet(ModelConfig.from_params(model, where=f"{weights}: hyper_parameters.model"))
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ImrestoreError(f"{weights} does not fit the model its hyper_parameters describe: {exc}") from None
+    return net
+
+
+def find_images(source: Path) -> list[Path]:
+    if source.is_file():
+        return [source]
+    if source.is_dir():
+        images = sorted(path for path in source.rglob("*") if path.suffix.lower() in IMAGE_SUFFIXES)
+        if not images:
+            raise ImrestoreError(f"{source} holds no images (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+        return images
+    raise ImrestoreError(f"{source}: no such file or folder")
+
+
+def output_path(image: Path, source: Path, out_dir: Path) -> Path:
+    relative = image.relative_to(source) if source.is_dir() else Path(image.name)
+    return out_dir / relative.with_suffix(".png")
+
+
+def restore_files(source: Path, out_dir: Path, task: str, weights: Path | None = None,
+                  config: InferenceConfig | None = None, device: str = "auto", progress: bool = True
+                  ) -> RestoreReport:
+    """Restore every image of `source` (a file or folder) into `out_dir` as PNG."""
+    if task not in TASKS:
+        raise ImrestoreError(f"--task must be one of {', '.join(TASKS)}, found {task!r}")
+    source, out_dir = Path(source), Path(out_dir)
+    images = find_images(source)
+    targets = {image: output_path(image, source, out_dir) for image in images}
+    clobbered = [str(image) for image, target in targets.items() if target.resolve() == image.resolve()]
+    if clobbered:
+        raise ImrestoreError(f"--out {out_dir} would overwrite the input {clobbered[0]}; choose another folder")
+    weights = Path(weights) if weights is not None else Path("models") / task
+    net = load_weights(weights)
+    trained_for = json.loads((weights / "config.json").read_text()).get("task") if weights.is_dir() else None
+    if trained_for not in (None, task):
+        raise ImrestoreError(f"{weights} was trained for {trained_for}, not {task}")
+    torch_device = resolve_device(device)
+    net = prepare_network(net, torch_device)
+    config = config or InferenceConfig()
+    report = RestoreReport()
+    with progress_bar(f"restore ({task})", total=len(images), unit="images", enabled=progress) as advance:
+        for image_path, target in targets.items():
+            try:
+                pixels = load_rgb8(image_path)
+            except ImrestoreError as error:
+                report.failed[image_path] = str(error)
+                advance(1)
+                continue
+            batch = torch.from_numpy(pixels).permute(2, 0, 1)[None].float().div(255)
+            restored = quantize(restore_images(net, batch, config))[0].permute(1, 2, 0).cpu().numpy()
+            with atomic.atomic_file(target) as tmp:  # a half-written PNG never appears under its final name
+                Image.fromarray(restored).save(tmp, format="PNG")
+            report.written.append(target)
+            advance(1)
+    return report

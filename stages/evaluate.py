@@ -1,0 +1,26 @@
+"""evaluate@<task>: the trained network on the full-resolution test split, with baselines, into metrics JSON.
+
+Reads evaluate.* from params.yaml, models/<task>/ and the dataset's test split (build/splits/<dataset>.csv and
+the images in build/raw/<dataset>/), plus the SIDD validation benchmark when its .mat files are under
+evaluate.benchmarks; writes metrics/<task>.json, metrics/<task>/per_image.csv and metrics/<task>/comparisons/.
+"""
+
+from pathlib import Path
+
+from imrestore.errors import exit_on_error
+from imrestore.evaluation import evaluate
+from imrestore.params import load_params, stage_argument
+from imrestore.training import TASKS
+
+
+@exit_on_error
+def main(task: str) -> None:
+    metrics = evaluate(task, load_params(), weights_dir=Path("models") / task,
+                       split_csv=Path("build/splits") / f"{TASKS[task]}.csv",
+                       metrics_json=Path("metrics") / f"{task}.json", report_dir=Path("metrics") / task)
+    print(f"{task}: PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f} on {metrics['n_images']} test images "
+          f"(input {metrics['input']['psnr']:.2f} dB / {metrics['input']['ssim']:.4f})")
+
+
+if __name__ == "__main__":
+    main(stage_argument(tuple(TASKS), name="task"))
