@@ -2,6 +2,10 @@
 
   imrestore data                      materialise data/ (the raw inputs data.dvc tracks) and cache it in DVC
   imrestore validate DIR --dataset D  check a dataset folder in the upstream layout, without the pipeline
+  imrestore restore PATH --task T     restore your own images (a file or a folder) with a trained model
+  imrestore report --base REV [--rev REV | --exp NAME] [--out DIR]
+                                      a pull-request report (markdown + PNG plots) of what changed against REV
+  imrestore paper-table [--out FILE]  the paper's Table 2 (blocks × DCN kernel) from `dvc exp show`
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from imrestore.errors import ImrestoreError, exit_on_error
-from imrestore.layouts import DATASETS
+from imrestore.layouts import DATASETS, TASKS
 
 DATA_DIR = Path("data")
 DATA_DVC = Path("data.dvc")
@@ -24,7 +28,7 @@ DATA_DVC = Path("data.dvc")
 
 def _dvc(*args: str) -> subprocess.CompletedProcess:
     dvc = Path(sys.executable).with_name("dvc")
-    return subprocess.run([str(dvc) if dvc.exists() else "dvc", *args], capture_output=True, text=True)
+    return subprocess.run([str(dvc) if dvc.exists() else "dvc", *args], capture_output=True, text=True, check=False)
 
 
 def _data_matches_dvc_file() -> bool:
@@ -84,22 +88,96 @@ def _validate_folder(folder: Path, dataset: str, gopro_input: str) -> dict:
                                 Path("reports/validation-adhoc") / dataset, gopro_input)
 
 
+# One function per subcommand; `main` wires each to its parser with `set_defaults(run=...)`.
+
+def _data(args: argparse.Namespace) -> None:
+    print(f"data/: {prepare_data()}; DVC cache up to date")
+
+
+def _validate(args: argparse.Namespace) -> None:
+    summary = _validate_folder(args.folder, args.dataset, args.gopro_input)
+    print(f"{args.dataset}: {summary['pairs']} valid pairs {summary['splits']}")
+
+
+def _restore(args: argparse.Namespace) -> None:
+    from imrestore.inference import InferenceConfig
+    from imrestore.restore import restore_files
+
+    config = InferenceConfig.from_params({"tile": args.tile or None, "overlap": args.overlap,
+                                          "tile_batch": args.tile_batch, "self_ensemble": args.self_ensemble},
+                                         where="restore: --")
+    report = restore_files(args.source, args.out, args.task, weights=args.weights, config=config,
+                           device=args.device)
+    print(f"restored {len(report.written)} image(s) into {args.out}")
+    if report.failed:
+        raise ImrestoreError(f"{len(report.failed)} image(s) could not be read and were skipped:\n"
+                             + "\n".join(report.failed.values()))
+
+
+def _report(args: argparse.Namespace) -> None:
+    from imrestore.report import write_report
+
+    report = write_report(args.base, rev=args.rev, exp=args.exp, out=args.out)
+    plots = sorted(p.name for p in report.parent.glob("*.png"))
+    print(f"wrote {report} ({len(plots)} plots: {', '.join(plots) or 'none'})")
+
+
+def _paper_table(args: argparse.Namespace) -> None:
+    from rich.console import Console
+
+    from imrestore.report import paper_table_rich, write_paper_table
+
+    table = write_paper_table(args.out, all_commits=args.all_commits)
+    console = Console()
+    for grid in paper_table_rich(table):
+        console.print(grid, "")
+    console.print(f"wrote {args.out}", highlight=False)
+
+
 @exit_on_error
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="imrestore", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("data", help="materialise data/ from the DVC cache or the embedded sample")
+
+    data = commands.add_parser("data", help="materialise data/ from the DVC cache or the embedded sample")
+    data.set_defaults(run=_data)
+
     check = commands.add_parser("validate", help="check a dataset folder in the upstream layout")
     check.add_argument("folder", type=Path)
     check.add_argument("--dataset", choices=DATASETS, required=True)
     check.add_argument("--gopro-input", default="blur", choices=("blur", "blur_gamma"))
-    args = parser.parse_args(argv)
+    check.set_defaults(run=_validate)
 
-    if args.command == "data":
-        print(f"data/: {prepare_data()}; DVC cache up to date")
-    elif args.command == "validate":
-        summary = _validate_folder(args.folder, args.dataset, args.gopro_input)
-        print(f"{args.dataset}: {summary['pairs']} valid pairs {summary['splits']}")
+    restore = commands.add_parser("restore", help="restore your own images with a trained model")
+    restore.add_argument("source", type=Path, help="an image file or a folder of images (searched recursively)")
+    restore.add_argument("--task", choices=tuple(TASKS), required=True)
+    restore.add_argument("--weights", type=Path,
+                         help="model folder (model.pt + config.json) or a training checkpoint .ckpt "
+                              "(default: models/<task>, what `dvc repro` or `dvc pull` puts there)")
+    restore.add_argument("--out", type=Path, default=Path("restored"), help="folder for the restored PNGs")
+    restore.add_argument("--tile", type=int, default=512, help="tile side in pixels, a multiple of 4 (0: whole image)")
+    restore.add_argument("--overlap", type=int, default=32, help="pixels shared by neighbouring tiles")
+    restore.add_argument("--tile-batch", type=int, default=1, help="tiles per forward pass")
+    restore.add_argument("--self-ensemble", action="store_true", help="average the 8 flips/rotations (8x slower)")
+    restore.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    restore.set_defaults(run=_restore)
+
+    report = commands.add_parser("report", help="markdown report of metrics, params and plots against a base")
+    report.add_argument("--base", required=True, help="git revision (or DVC experiment) to compare against")
+    compared = report.add_mutually_exclusive_group()
+    compared.add_argument("--rev", help="git revision to report on (default: the workspace)")
+    compared.add_argument("--exp", help="DVC experiment name to report on")
+    report.add_argument("--out", type=Path, default=Path("build/pr-report"), help="folder for report.md + PNGs")
+    report.set_defaults(run=_report)
+
+    table = commands.add_parser("paper-table", help="the paper's Table 2 from DVC experiments")
+    table.add_argument("--out", type=Path, default=Path("build/paper-table.md"), help="markdown file to write")
+    table.add_argument("-A", "--all-commits", action="store_true",
+                       help="use experiments of all commits, not only those of HEAD")
+    table.set_defaults(run=_paper_table)
+
+    args = parser.parse_args(argv)
+    args.run(args)
 
 
 if __name__ == "__main__":

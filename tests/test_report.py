@@ -1,0 +1,398 @@
+"""`imrestore report` and `imrestore paper-table` against real git + DVC repositories with a tiny fake pipeline.
+
+The fake `evaluate` stage writes what the real one does (metrics/<task>.json, the per-image table, DVCLive
+curves) with numbers computed from params, so every number a report shows is known exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+
+from imrestore.errors import ImrestoreError
+from imrestore.report import GRID, paper_table, results_from_exp_show, write_report
+
+BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.timeout(600)
+
+EVALUATE = textwrap.dedent('''\
+    """Stands in for the evaluate stage: numbers follow from params, so tests know them exactly."""
+    import json, os, sys, time
+    from pathlib import Path
+    import yaml
+
+    task = sys.argv[1]
+    log = os.environ.get("IMRESTORE_TEST_RUNLOG")
+    if log:  # the queue test checks that experiments ran one at a time
+        with open(log, "a") as f:
+            f.write(f"start {time.time()}\\n")
+        time.sleep(0.5)
+    params = yaml.safe_load(open("params.yaml"))
+    blocks, kernel = params["model"]["blocks"], params["model"]["dcn_kernel"]
+    dataset = {"deblur": "gopro", "denoise": "sidd"}[task]
+    psnr = round(20 + 0.5 * blocks + 0.1 * kernel + (0.3 if task == "denoise" else 0), 4)
+    ssim = round(0.5 + 0.01 * blocks + 0.001 * kernel, 4)
+    Path(f"metrics/{task}").mkdir(parents=True, exist_ok=True)
+    Path(f"metrics/{task}.json").write_text(json.dumps({
+        "task": task, "dataset": dataset, "split": "test", "n_images": 3,
+        "data": "sample" if params["download"][dataset]["source"] == "sample" else "real",
+        "psnr": psnr, "ssim": ssim, "input": {"psnr": 18.0, "ssim": 0.5},
+        "baselines": {"unsharp_mask": {"psnr": 18.5, "ssim": 0.52}, "wiener": {"psnr": 19.0, "ssim": 0.51}},
+        "model": {"parameters": 1000 * blocks, "blocks": blocks, "dcn_kernel": kernel, "features": 8},
+        "inference": {"device": "cpu"}}))
+    Path(f"metrics/{task}/per_image.csv").write_text("name,psnr,ssim,input_psnr\\n" + "".join(
+        f"img{i},{psnr + i - 1},{ssim},{18 + i}\\n" for i in range(3)))
+    curves = Path(f"dvclive/{task}/plots/metrics")
+    for folder in ("train", "val"):
+        (curves / folder).mkdir(parents=True, exist_ok=True)
+    (curves / "train/loss.tsv").write_text("step\\tloss\\n" + "".join(
+        f"{s}\\t{1 / (s + 1) / blocks}\\n" for s in range(4)))
+    (curves / "val/psnr.tsv").write_text("step\\tpsnr\\n" + "".join(f"{s}\\t{psnr - 3 + s}\\n" for s in range(4)))
+    (curves / "epoch.tsv").write_text("step\\tepoch\\n0\\t0\\n")
+    if log:
+        with open(log, "a") as f:
+            f.write(f"end {time.time()}\\n")
+    ''')
+
+DVC_YAML = textwrap.dedent("""\
+    stages:
+      evaluate:
+        foreach: [deblur, denoise]
+        do:
+          cmd: python stages/evaluate.py ${item}
+          deps: [stages/evaluate.py]
+          params: [model, download]
+          metrics:
+            - metrics/${item}.json:
+                cache: false
+          plots:
+            - metrics/${item}/per_image.csv:
+                cache: false
+                x: name
+                y: psnr
+            - dvclive/${item}/plots/metrics:
+                cache: false
+                x: step
+    """)
+
+PARAMS = {"model": {"blocks": 9, "dcn_kernel": 3, "features": 8},
+          "train": {"preset": "cpu", "max_steps": 4},
+          "download": {"gopro": {"source": "sample"}, "sidd": {"source": "sample"}}}
+
+
+def expected(task: str, blocks: int, kernel: int) -> tuple[float, float]:
+    """(psnr, ssim) that EVALUATE writes."""
+    return (20 + 0.5 * blocks + 0.1 * kernel + (0.3 if task == "denoise" else 0),
+            0.5 + 0.01 * blocks + 0.001 * kernel)
+
+
+def sh(*args: str, cwd: Path, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1", **(env or {})}
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def commit(repo: Path, message: str) -> str:
+    sh("git", "add", "-A", cwd=repo)
+    sh("git", "commit", "-qm", message, cwd=repo)
+    return sh("git", "rev-parse", "HEAD", cwd=repo).stdout.strip()
+
+
+def set_params(repo: Path, **model) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["model"].update(model)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def new_project(repo: Path, with_pipeline: bool = True) -> Path:
+    """git + DVC repository; identity in the repo's own config, which DVC's experiment commits read too."""
+    sh("git", "init", "-q", cwd=repo)
+    sh("git", "config", "user.name", "t", cwd=repo)
+    sh("git", "config", "user.email", "t@example.com", cwd=repo)
+    sh("dvc", "init", "-q", cwd=repo)
+    (repo / "params.yaml").write_text(yaml.safe_dump(PARAMS, sort_keys=False))
+    if with_pipeline:
+        add_pipeline(repo)
+    return repo
+
+
+def add_pipeline(repo: Path) -> None:
+    (repo / "stages").mkdir(exist_ok=True)
+    (repo / "stages/evaluate.py").write_text(EVALUATE)
+    (repo / "dvc.yaml").write_text(DVC_YAML)
+    sh("dvc", "repro", "-q", cwd=repo)
+
+
+def linked_pngs(report: Path) -> list[Path]:
+    """The PNGs report.md links (checked to exist, decode as PNG and be non-empty), and that none is unlinked."""
+    names = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", report.read_text())
+    assert names and sorted(names) == sorted(p.name for p in report.parent.glob("*.png"))
+    for name in names:
+        path = report.parent / name
+        assert path.stat().st_size > 0 and not Path(name).is_absolute()
+        with Image.open(path) as image:
+            assert image.format == "PNG" and image.width > 100 and image.height > 100
+    return [report.parent / name for name in names]
+
+
+def md_row(*cells: str) -> str:
+    """A regex for one row of a markdown table (dvc pads its cells with spaces)."""
+    return r"\|\s*" + r"\s*\|\s*".join(re.escape(c) for c in cells) + r"\s*\|"
+
+
+# --- the pull-request report --------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory):
+    """init (no pipeline) → evaluate at 9 blocks → an experiment at 12 blocks; reports taken along the way."""
+    repo = new_project(tmp_path_factory.mktemp("history"), with_pipeline=False)
+    out = tmp_path_factory.mktemp("reports")
+    shas = {"init": commit(repo, "init")}
+    add_pipeline(repo)
+    shas["nine"] = commit(repo, "evaluate at 9 blocks")
+    reports = {}
+
+    sh("dvc", "exp", "run", "-q", "-S", "model.blocks=12", "--name", "blk12", cwd=repo)
+    reports["exp"] = write_report("HEAD", exp="blk12", out=out / "exp", cwd=repo)
+    sh("git", "checkout", "--", ".", cwd=repo)  # back to 9 blocks; then the same change by hand
+
+    set_params(repo, blocks=12)
+    sh("dvc", "repro", "-q", cwd=repo)
+    reports["workspace"] = write_report("HEAD", out=out / "workspace", cwd=repo)
+    shas["twelve"] = commit(repo, "12 blocks")
+    cli = sh("imrestore", "report", "--base", "HEAD~1", "--rev", "HEAD", "--out", str(out / "commits"), cwd=repo)
+    reports["commits"] = out / "commits/report.md"
+    reports["from_init"] = write_report(shas["init"], rev="HEAD", out=out / "from_init", cwd=repo)
+    return {"repo": repo, "out": out, "shas": shas, "reports": reports, "cli": cli}
+
+
+def assert_nine_to_twelve(text: str, old: str, new: str) -> None:
+    assert re.search(md_row("params.yaml", "model.blocks", "9", "12"), text), "params diff shows 9 → 12"
+    for task in ("deblur", "denoise"):
+        (psnr9, ssim9), (psnr12, ssim12) = expected(task, 9, 3), expected(task, 12, 3)
+        # dvc metrics diff, verbatim: old, new and the change
+        assert re.search(md_row(f"metrics/{task}.json", "psnr", f"{psnr9:g}", f"{psnr12:g}", "1.5"), text)
+        assert re.search(md_row(f"metrics/{task}.json", "ssim", f"{ssim9:g}", f"{ssim12:g}", "0.03"), text)
+        # the headline table: the change, then the compared side against the input and the best baseline (wiener)
+        assert (f"| PSNR (dB) | {psnr9:.2f} | {psnr12:.2f} | +1.50 | 18.00 (+{psnr12 - 18:.2f}) "
+                f"| 19.00 `wiener` (+{psnr12 - 19:.2f}) |") in text
+        assert f"| SSIM | {ssim9:.4f} | {ssim12:.4f} | +0.0300 | 0.5000 (+{ssim12 - 0.5:.4f}) " in text
+    assert f"| metric | base {old} | compared {new} |" in text
+    assert "embedded sample (synthetic GoPro-like data), train preset `cpu`, evaluated on cpu: not comparable " \
+           "with the paper" in text
+    assert "Per-image PSNR, compared against base" in text
+
+
+def test_report_on_the_workspace_against_head(history):
+    report = history["reports"]["workspace"]
+    text = report.read_text()
+    assert text.startswith("# imrestore report: workspace vs `HEAD`")
+    assert "## Deblurring: GoPro (`deblur`)" in text and "## Denoising: SIDD (`denoise`)" in text
+    assert f"- compared: workspace (on {history['shas']['nine'][:7]} evaluate at 9 blocks, with uncommitted" in text
+    assert_nine_to_twelve(text, "`HEAD`", "workspace")
+    pngs = linked_pngs(report)
+    assert {p.name for p in pngs} == {f"{t}_{kind}.png" for t in ("deblur", "denoise") for kind in ("curves",
+                                                                                                     "per_image")}
+    assert not list(report.parent.parent.glob(".tmp-*")), "written atomically, nothing left behind"
+
+
+def test_report_between_two_commits_from_the_command_line(history):
+    assert "wrote" in history["cli"].stdout and "4 plots" in history["cli"].stdout
+    text = history["reports"]["commits"].read_text()
+    assert f"- base: `HEAD~1` → {history['shas']['nine'][:7]} evaluate at 9 blocks" in text
+    assert f"- compared: `HEAD` → {history['shas']['twelve'][:7]} 12 blocks" in text
+    assert "`dvc metrics diff --md HEAD~1 HEAD`:" in text and "`dvc params diff --md HEAD~1 HEAD`:" in text
+    assert_nine_to_twelve(text, "`HEAD~1`", "`HEAD`")
+    linked_pngs(history["reports"]["commits"])
+
+
+def test_report_on_an_experiment(history):
+    text = history["reports"]["exp"].read_text()
+    assert text.startswith("# imrestore report: experiment `blk12` vs `HEAD`")
+    assert f"based on {history['shas']['nine'][:7]} evaluate at 9 blocks" in text
+    assert "`dvc metrics diff --md HEAD blk12`:" in text
+    assert re.search(r"\|\s*Path\s*\|\s*Param\s*\|\s*HEAD\s*\|\s*blk12\s*\|", text), "dvc resolves the name"
+    assert_nine_to_twelve(text, "`HEAD`", "experiment `blk12`")
+    linked_pngs(history["reports"]["exp"])
+
+
+def test_a_base_without_metrics_is_reported_not_fatal(history):
+    report = history["reports"]["from_init"]
+    text = report.read_text()
+    init = history["shas"]["init"][:7]  # given in full, shown short
+    assert f"- base: **no metrics/deblur.json at `{init}`** (the revision predates the evaluate stage" in text
+    assert f"No curves (dvclive/deblur/plots/metrics) at `{init}`." in text
+    assert "the compared side against its degraded input" in text
+    psnr12, _ = expected("deblur", 12, 3)
+    assert f"| PSNR (dB) | — | {psnr12:.2f} | — | 18.00 (+{psnr12 - 18:.2f}) |" in text
+    assert re.search(md_row("metrics/deblur.json", "psnr", "-", f"{psnr12:g}", "-"), text)
+    linked_pngs(report)
+
+
+def test_plots_are_deterministic(history, tmp_path):
+    again = write_report("HEAD~1", rev="HEAD", out=tmp_path / "again", cwd=history["repo"])
+    for png in linked_pngs(again):
+        assert png.read_bytes() == (history["out"] / "commits" / png.name).read_bytes()
+
+
+def test_bad_revisions_are_clear_errors_and_keep_the_previous_report(history):
+    repo, previous = history["repo"], history["reports"]["commits"]
+    before = previous.read_bytes()
+    failed = sh("imrestore", "report", "--base", "no-such-rev", "--out", str(previous.parent), cwd=repo, check=False)
+    assert failed.returncode == 1 and "Traceback" not in failed.stderr
+    assert "unknown revision 'no-such-rev'" in failed.stderr and "dvc exp list" in failed.stderr
+    assert previous.read_bytes() == before
+    with pytest.raises(ImrestoreError, match="no DVC experiment named 'nope'"):
+        write_report("HEAD", exp="nope", out=history["out"] / "nope", cwd=repo)
+    with pytest.raises(ImrestoreError, match="unknown revision 'HEAD~9'"):
+        write_report("HEAD", rev="HEAD~9", out=history["out"] / "nope", cwd=repo)
+    assert not (history["out"] / "nope").exists()
+
+
+def test_outside_a_dvc_or_git_repository(tmp_path):
+    with pytest.raises(ImrestoreError, match="not inside a DVC repository"):
+        write_report("HEAD", cwd=tmp_path)
+    sh("dvc", "init", "-q", "--no-scm", cwd=tmp_path)
+    with pytest.raises(ImrestoreError, match="not a git repository"):
+        write_report("HEAD", cwd=tmp_path)
+
+
+# --- the experiment queue and Table 2 -----------------------------------------------------------------
+
+def queue_states(status: str) -> dict[str, str]:
+    """{experiment name: Queued | Running | Success | Failed} from `dvc queue status` (it has no --json)."""
+    rows = status.split("Worker status:")[0].strip().splitlines()[1:]
+    return {row.split()[1]: row.split()[-1] for row in rows if row.strip()}
+
+
+def wait_for_queue(repo: Path, env: dict, timeout: float = 300) -> dict[str, str]:
+    """Poll `dvc queue status` until nothing is queued or running.
+
+    A worker sometimes stops with experiments still queued (DVC issue #10562; e.g. after `dvc queue stop` was
+    run with no worker): if no worker is left for a while but work is, start one again, as the issue advises.
+    """
+    deadline, stalled = time.monotonic() + timeout, 0
+    while time.monotonic() < deadline:
+        status = sh("dvc", "queue", "status", cwd=repo).stdout
+        states = queue_states(status)
+        if not {"Queued", "Running"} & set(states.values()):
+            return states
+        no_worker = "Worker status: 0 active, 0 idle" in status and "Running" not in states.values()
+        stalled = stalled + 1 if no_worker else 0
+        if stalled >= 4:
+            print(f"restarting a stopped queue worker (DVC issue #10562):\n{status}")
+            sh("dvc", "queue", "start", "-j", "1", cwd=repo, env=env)
+            stalled = 0
+        time.sleep(2)
+    raise AssertionError(f"the queue did not finish in {timeout:.0f} s:\n{status}")
+
+
+@pytest.fixture(scope="module")
+def grid_repo(tmp_path_factory):
+    repo = new_project(tmp_path_factory.mktemp("grid"))
+    commit(repo, "evaluate")
+    yield repo
+    if not re.search(r"Worker status: 0 active, 0 idle", sh("dvc", "queue", "status", cwd=repo).stdout):
+        sh("dvc", "queue", "stop", cwd=repo, check=False)  # only with a worker: a stop with none poisons the next
+
+
+def experiments(repo: Path) -> dict[str, dict]:
+    """{name: row} of the experiments `dvc exp show --json` lists for HEAD, with the executor merged in."""
+    shown = json.loads(sh("dvc", "exp", "show", "--json", cwd=repo).stdout)
+    return {exp["name"]: {**run, "executor": exp["executor"]}
+            for baseline in shown for exp in baseline.get("experiments") or [] for run in exp["revs"]}
+
+
+def test_a_queue_of_two_experiments_runs_one_at_a_time(grid_repo, tmp_path):
+    runlog = tmp_path / "runs.log"
+    env = {"IMRESTORE_TEST_RUNLOG": str(runlog)}  # the queue's worker passes its environment to the stages
+    for blocks in (10, 11):
+        queued = sh("dvc", "exp", "run", "--queue", "-S", f"model.blocks={blocks}", "--name", f"q{blocks}",
+                    cwd=grid_repo)
+        assert f"Queued experiment 'q{blocks}' for future execution." in queued.stdout
+    assert sh("git", "status", "--porcelain", cwd=grid_repo).stdout == "", "queueing leaves the workspace alone"
+    sh("dvc", "queue", "start", "-j", "1", cwd=grid_repo, env=env)
+    states = wait_for_queue(grid_repo, env)
+    assert states["q10"] == states["q11"] == "Success"
+
+    shown = experiments(grid_repo)
+    for blocks in (10, 11):
+        run = shown[f"q{blocks}"]
+        assert run["error"] is None and run["executor"]["state"] == "success"
+        assert run["data"]["params"]["params.yaml"]["data"]["model"]["blocks"] == blocks
+        metrics = run["data"]["metrics"]["metrics/deblur.json"]["data"]
+        assert metrics["psnr"] == pytest.approx(expected("deblur", blocks, 3)[0])
+    events = [line.split() for line in runlog.read_text().splitlines()]
+    assert [kind for kind, _ in events] == ["start", "end"] * 4, "2 experiments × 2 stages, never overlapping"
+    times = [float(t) for _, t in events]
+    assert times == sorted(times)
+
+
+def test_paper_table_from_the_queued_grid(grid_repo, tmp_path):
+    queued = sh("dvc", "exp", "run", "--queue", "-S", "model.blocks=9,12", "-S", "model.dcn_kernel=3,4",
+                cwd=grid_repo)
+    assert queued.stdout.count("Queued experiment") == 4
+    for blocks, kernel in GRID:
+        assert f"['model.blocks={blocks}', 'model.dcn_kernel={kernel}']" in queued.stdout
+    sh("dvc", "queue", "start", "-j", "1", cwd=grid_repo)
+    wait_for_queue(grid_repo, {})
+
+    out = tmp_path / "table.md"
+    shown = sh("imrestore", "paper-table", "--out", str(out), cwd=grid_repo, env={"COLUMNS": "100"})
+    assert "Table 2, deblurring (GoPro)" in shown.stdout and "Table 2, denoising (SIDD)" in shown.stdout
+    text = out.read_text()
+    names = {name for name, run in experiments(grid_repo).items()}
+    paper = {("deblur", 12, 4): ("26.60", "0.90"), ("denoise", 12, 3): ("26.63", "0.88")}
+    for task, title in (("deblur", "## Deblurring: GoPro"), ("denoise", "## Denoising: SIDD")):
+        section = text.split(title)[1].split("\n## ")[0]
+        assert "Ours on the embedded sample (synthetic" in section and "not comparable with the paper" in section
+        rows = [line for line in section.splitlines() if re.match(r"\| \d", line)]
+        assert len(rows) == 4
+        for row, (blocks, kernel) in zip(rows, GRID):
+            cells = [c.strip() for c in row.strip("|").split("|")]
+            psnr, ssim = expected(task, blocks, kernel)
+            assert cells[:4] == [str(blocks), str(kernel), f"{psnr:.2f}", f"{ssim:.4f}"]
+            assert tuple(cells[4:6]) == paper.get((task, blocks, kernel), ("", ""))
+            assert cells[6:8] == ["3", "embedded sample"] and cells[8].strip("`") in names | {"workspace"}
+    assert ("Other published rows (configuration not recorded in our notes): 26.53 dB / 0.89; 25.40 dB / 0.81; "
+            "25.20 dB / 0.81.") in text
+    assert "Other published rows (configuration not recorded in our notes): 25.73 dB / 0.83." in text
+    assert "Configurations not run yet" not in text
+
+
+def test_paper_table_keeps_only_successful_current_results(tmp_path):
+    """Queued, failed and stale rows of `dvc exp show --json` never reach the table; the newest result wins."""
+    def row(name, blocks, kernel, psnr, timestamp, state=None, error=None, metrics_blocks=None):
+        metrics = {"psnr": psnr, "ssim": 0.5, "n_images": 3, "data": "sample",
+                   "model": {"blocks": metrics_blocks or blocks, "dcn_kernel": kernel}}
+        return {"rev": name, "name": name, "error": error, "executor": state and {"state": state},
+                "data": {"timestamp": timestamp,
+                         "params": {"params.yaml": {"data": {"model": {"blocks": blocks, "dcn_kernel": kernel}}}},
+                         "metrics": {"metrics/deblur.json": {"data": metrics}}}}
+
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics/deblur.json").write_text("{}")
+    os.utime(tmp_path / "metrics/deblur.json", (0, 0))  # the workspace's result is old
+    runs = [row("old", 9, 3, 21.0, "2026-01-01T00:00:00", "success"),
+            row("new", 9, 3, 22.0, "2026-01-02T00:00:00", "success"),
+            row("broken", 9, 3, 99.0, "2026-01-03T00:00:00", "failed", {"msg": "Experiment run failed"}),
+            row("waiting", 9, 4, 99.0, "2026-01-03T00:00:00", "queued"),
+            row("stale", 12, 4, 99.0, "2026-01-03T00:00:00", metrics_blocks=9)]
+    shown = [{**row("workspace", 9, 3, 20.0, None), "rev": "workspace", "name": None, "experiments": None},
+             {**row("main", 12, 3, 23.0, "2025-12-31T00:00:00"), "rev": "a" * 40,
+              "experiments": [{"name": r["name"], "executor": r.pop("executor"), "revs": [r]} for r in runs]}]
+    table = paper_table(results_from_exp_show(shown, tmp_path))["deblur"]
+    picked = {(blocks, kernel): ours and (ours.source, ours.psnr) for blocks, kernel, ours, _ in table}
+    assert picked == {(9, 3): ("new", 22.0), (9, 4): None, (12, 3): ("main", 23.0), (12, 4): None}
