@@ -122,7 +122,7 @@ def test_repro_evaluates_both_tasks_into_metrics_plots_and_images(pipeline):
         table = pd.read_csv(pipeline / "metrics" / task / "per_image.csv")
         assert len(table) == test_images and table["psnr"].notna().all()
         assert len(list((pipeline / "metrics" / task / "comparisons").glob("*.png"))) == 1
-    shown = json.loads(sh("dvc", "plots", "show", "--json", cwd=pipeline).stdout)
+    shown = json.loads(sh("dvc", "plots", "show", "--json", cwd=pipeline).stdout)["data"]
     assert "metrics/deblur/per_image.csv" in shown and any("comparisons" in name for name in shown)
 
 
