@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from imrestore.errors import ImrestoreError
 from imrestore.models.lka import LargeKernelAttention, lka_parameter_count
@@ -182,3 +183,20 @@ def test_from_params_uses_the_callers_section_name_and_rejects_non_mappings() ->
         ModelConfig.from_params([9])
     with pytest.raises(ImrestoreError, match=r"model\.dcn_kernel"):
         ModelConfig(dcn_kernel=2)
+
+
+@pytest.mark.parametrize("height,width", [(16, 16), (23, 19), (7, 5)])
+def test_the_phase_split_dilated_conv_equals_the_dilated_conv_values_and_gradients(height, width):
+    from imrestore.models.lka import dilated_depthwise_by_phases
+
+    torch.manual_seed(0)
+    conv = nn.Conv2d(6, 6, kernel_size=7, padding=9, dilation=3, groups=6).double()
+    x = torch.randn(2, 6, height, width, dtype=torch.float64, requires_grad=True)
+    reference = conv(x)
+    ours = dilated_depthwise_by_phases(x, conv)
+    torch.testing.assert_close(ours, reference, rtol=1e-12, atol=1e-12)
+    projection = torch.randn_like(reference)
+    expected = torch.autograd.grad((reference * projection).sum(), [x, conv.weight, conv.bias])
+    actual = torch.autograd.grad((ours * projection).sum(), [x, conv.weight, conv.bias])
+    for a, e in zip(actual, expected):
+        torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12)

@@ -259,6 +259,24 @@ def training_code_digest() -> str:
     return digest.hexdigest()
 
 
+def _dvclive_logger(live_dir: Path):
+    """DVCLive's Lightning logger, with step 0 logged as step 0.
+
+    DVCLive 3.49 tests `if step:`, so step 0 counts as "no step" and each call at step 0 advances its counter
+    instead: the first training loss landed at step 1 or 2 and step 2 appeared twice in the curves.
+    """
+    from dvclive.lightning import DVCLiveLogger
+
+    class StepZeroDVCLiveLogger(DVCLiveLogger):
+        def log_metrics(self, metrics, step=None, sync=False):
+            if step == 0:
+                self.experiment.step = -1  # the parent's "no step" branch adds 1
+            super().log_metrics(metrics, step, sync)
+
+    # dvc.yaml declares the plots and metrics; DVC itself records experiments, so DVCLive does neither.
+    return StepZeroDVCLiveLogger(dir=str(live_dir), save_dvc_exp=False, dvcyaml=False, resume=True)
+
+
 def build_trainer(settings: TrainSettings, checkpoint_dir: Path, live_dir: Path | None) -> L.Trainer:
     """The Trainer owns devices, precision, distribution, checkpoints and logging."""
     from lightning.pytorch.callbacks import EMAWeightAveraging, LearningRateMonitor, ModelCheckpoint, RichProgressBar
@@ -273,10 +291,7 @@ def build_trainer(settings: TrainSettings, checkpoint_dir: Path, live_dir: Path 
         callbacks.append(EMAWeightAveraging(decay=settings.ema_decay))
     logger = False
     if live_dir is not None:
-        from dvclive.lightning import DVCLiveLogger
-
-        # dvc.yaml declares the plots and metrics; DVC itself records experiments, so DVCLive does neither.
-        logger = DVCLiveLogger(dir=str(live_dir), save_dvc_exp=False, dvcyaml=False, resume=True)
+        logger = _dvclive_logger(live_dir)
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     deterministic = settings.deterministic if settings.deterministic != "auto" else ("warn" if cuda else True)
     precision = settings.precision if settings.precision != "auto" else ("bf16-mixed" if cuda else "32-true")
