@@ -1,0 +1,194 @@
+"""SSIM and PSNR of a batch of 1280×720 pairs: `imrestore.metrics` (batched torch) against skimage, same run.
+
+The pairs are realistic, not random: scikit-image's photographs (astronaut, coffee, chelsea, rocket, ...)
+resized to 1280×720 are the targets; each prediction is its target after a mild blur (σ = 1) plus Gaussian
+noise (σ = 8), rounded to uint8 -- roughly what a restoration network hands back. Both sides get the same
+protocol: skimage's `structural_similarity(target, pred, gaussian_weights=True, sigma=1.5,
+use_sample_covariance=False, data_range=255, channel_axis=-1)` and `peak_signal_noise_ratio(..., data_range=255)`,
+called image by image on H×W×3 numpy arrays (as a per-image evaluation loop would), against one call of
+`imrestore.metrics.ssim` / `psnr` on the N×3×H×W uint8 batch. After a warm-up, the two alternate for
+`--repeats` repetitions; the table shows the median wall seconds per batch, the ratio skimage / ours (goal:
+>= 10× on 2 CPU cores), the same for the process's CPU time (all threads) and, as a numerics check, the
+largest absolute difference of the per-image values. It also times `image_metrics` (all five protocols).
+
+    python benchmarks/metric_speed.py --json build/bench/metrics.json
+    python benchmarks/metric_speed.py --device cuda --json build/bench/metrics-gpu.json   # GPU machine
+    python benchmarks/metric_speed.py --threads 1    # one core each: skimage is single-threaded
+
+On a machine shared with other jobs the wall times swing, and torch's threads suffer most: every op ends in
+a barrier that waits for whichever thread the scheduler parked, so the wall-clock ratio can collapse while
+skimage (one thread) only slows in proportion. With --threads 1 the CPU-time ratio is the per-core speedup,
+unaffected by other load; on an idle machine the wall-clock ratio is what a user sees.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+from scipy import ndimage
+from skimage import data
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+from skimage.transform import resize
+
+from common import write_json
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO / "src")]
+
+from imrestore.metrics import image_metrics, psnr, ssim  # noqa: E402
+
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "retina")
+HEIGHT, WIDTH = 720, 1280
+
+
+def make_pairs(count: int) -> tuple[np.ndarray, np.ndarray]:
+    """`count` (target, pred) pairs, N×720×1280×3 uint8 each, from scikit-image's colour photographs."""
+    rng = np.random.default_rng(0)
+    targets, preds = [], []
+    for index in range(count):
+        photo = getattr(data, PHOTOS[index % len(PHOTOS)])()
+        if index >= len(PHOTOS):  # more pairs than photos: mirror, so no two targets are the same
+            photo = photo[:, ::-1]
+        target = resize(photo, (HEIGHT, WIDTH), order=3, anti_aliasing=True, preserve_range=True)
+        target = np.clip(np.round(target), 0, 255)
+        pred = ndimage.gaussian_filter(target, (1.0, 1.0, 0)) + rng.normal(0.0, 8.0, target.shape)
+        targets.append(target.astype(np.uint8))
+        preds.append(np.clip(np.round(pred), 0, 255).astype(np.uint8))
+    return np.stack(targets), np.stack(preds)
+
+
+def skimage_ssim(targets: np.ndarray, preds: np.ndarray) -> list[float]:
+    return [
+        structural_similarity(t, p, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255,
+                              channel_axis=-1)
+        for t, p in zip(targets, preds)
+    ]
+
+
+def skimage_psnr(targets: np.ndarray, preds: np.ndarray) -> list[float]:
+    return [peak_signal_noise_ratio(t, p, data_range=255) for t, p in zip(targets, preds)]
+
+
+def timed(run, sync) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process, all threads) of one run."""
+    sync()
+    start, start_cpu = time.perf_counter(), time.process_time()
+    run()
+    sync()
+    return time.perf_counter() - start, time.process_time() - start_cpu
+
+
+def measure(metric: str, reference, ours, sync, repeats: int) -> dict:
+    reference_values = np.asarray(reference())  # warm-up, and the numerics check
+    our_values = ours().cpu().numpy()
+    seconds: dict[str, list[float]] = {"skimage": [], "ours": []}
+    cpu_seconds: dict[str, list[float]] = {"skimage": [], "ours": []}
+    runs = {"skimage": reference, "ours": ours}
+    for repeat in range(repeats):
+        # Alternate which goes first, so neither always runs on a cache the other just warmed.
+        for name in ("skimage", "ours") if repeat % 2 == 0 else ("ours", "skimage"):
+            wall, cpu = timed(runs[name], sync)
+            seconds[name].append(wall)
+            cpu_seconds[name].append(cpu)
+    medians = {name: statistics.median(s) for name, s in seconds.items()}
+    cpu_medians = {name: statistics.median(s) for name, s in cpu_seconds.items()}
+    return {
+        "metric": metric,
+        "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
+        "median_s": medians,
+        "median_cpu_s": cpu_medians,
+        "speedup": medians["skimage"] / medians["ours"],
+        "cpu_speedup": cpu_medians["skimage"] / cpu_medians["ours"],
+        "max_abs_diff": float(np.max(np.abs(our_values - reference_values))),
+        "values": our_values.tolist(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda, for imrestore.metrics (default cpu)")
+    parser.add_argument("--images", type=int, default=4, help="1280×720 pairs per batch (default 4)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs of each side, alternating (default 5)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's choice, one per core); skimage uses one")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    console = Console()
+    device = torch.device(args.device)
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    console.print(f"building {args.images} pairs of {WIDTH}×{HEIGHT} ...")
+    targets, preds = make_pairs(args.images)
+    # A model's output batch is contiguous N×3×H×W on the device; measure that layout.
+    target_batch = torch.from_numpy(targets).permute(0, 3, 1, 2).contiguous().to(device)
+    pred_batch = torch.from_numpy(preds).permute(0, 3, 1, 2).contiguous().to(device)
+
+    rows = [
+        measure("SSIM", lambda: skimage_ssim(targets, preds), lambda: ssim(pred_batch, target_batch), sync,
+                args.repeats),
+        measure("PSNR", lambda: skimage_psnr(targets, preds), lambda: psnr(pred_batch, target_batch), sync,
+                args.repeats),
+    ]
+    image_metrics(pred_batch, target_batch)
+    all_five = statistics.median(
+        timed(lambda: image_metrics(pred_batch, target_batch), sync)[0] for _ in range(max(1, args.repeats // 2))
+    )
+
+    goal = 10.0
+    table = Table(title=f"{args.images} pairs of {WIDTH}×{HEIGHT} RGB, seconds per batch (median of {args.repeats}): "
+                        f"imrestore.metrics on {device}, {torch.get_num_threads()} threads, vs skimage")
+    for column in ("metric", "skimage s", "ours s", "ratio", f"≥ {goal:g}×", "skimage cpu", "ours cpu", "cpu ratio",
+                   "max |Δ|"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        table.add_row(
+            row["metric"],
+            f"{row['median_s']['skimage']:.3g}",
+            f"{row['median_s']['ours']:.3g}",
+            f"{row['speedup']:.1f}×",
+            "yes" if row["speedup"] >= goal else "NO",
+            f"{row['median_cpu_s']['skimage']:.3g}",
+            f"{row['median_cpu_s']['ours']:.3g}",
+            f"{row['cpu_speedup']:.1f}×",
+            f"{row['max_abs_diff']:.0e}",
+        )
+    console.print(table)
+    console.print(f"image_metrics (psnr, ssim, psnr_y, ssim_y, ssim_3d) on the batch: {all_five:.4f} s")
+
+    results = {
+        "benchmark": "metric_speed",
+        "device": str(device),
+        "images": args.images,
+        "height": HEIGHT,
+        "width": WIDTH,
+        "repeats": args.repeats,
+        "goal_speedup": goal,
+        "machine": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "platform": platform.platform(),
+            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        },
+        "metrics": rows,
+        "image_metrics_s": all_five,
+    }
+    write_json(results, args.json, console)
+
+
+if __name__ == "__main__":
+    main()
