@@ -110,7 +110,7 @@ def restore_files(source: Path, out_dir: Path, task: str, weights: Path | None =
                 report.failed[image_path] = str(error)
                 advance(1)
                 continue
-            batch = torch.from_numpy(pixels).permute(2, 0, 1)[None].float().div(255)
+            batch = torch.from_numpy(pixels.copy()).permute(2, 0, 1)[None].float().div(255)  # PIL arrays are read-only
             restored = quantize(restore_images(net, batch, config))[0].permute(1, 2, 0).cpu().numpy()
             with atomic.atomic_file(target) as tmp:  # a half-written PNG never appears under its final name
                 Image.fromarray(restored).save(tmp, format="PNG")
