@@ -17,18 +17,15 @@ On a GPU, update `FASTEST_BACKEND["cuda"]` in src/imrestore/models/dcn.py from t
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 from rich.console import Console
 from rich.table import Table
 
-from common import write_json
+from common import machine_facts, timed, write_json
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "src")]
@@ -64,13 +61,6 @@ def forward_backward(layer: DeformableConv2d, image: torch.Tensor, projection: t
     output.backward(projection)
     return output.detach(), {"input": image.grad} | {name: p.grad for name, p in layer.named_parameters()}
 
-
-def timed(run, sync) -> float:
-    sync()
-    start = time.perf_counter()
-    run()
-    sync()
-    return time.perf_counter() - start
 
 
 def measure(shape, device: torch.device, repeats: int) -> dict:
@@ -156,14 +146,7 @@ def main() -> None:
         "device": str(device),
         "repeats": args.repeats,
         "goal_speedup": goal,
-        "machine": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "cpus": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "platform": platform.platform(),
-            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        },
+        "machine": machine_facts(device),
         "shapes": rows,
     }
     write_json(results, args.json, console)

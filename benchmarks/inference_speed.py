@@ -48,7 +48,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import re
 import resource
 import statistics
@@ -60,7 +59,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import write_json
+from common import machine_facts, timed, write_json
 from rich.console import Console
 from rich.table import Table
 
@@ -138,13 +137,6 @@ def synchronizer(device: torch.device):
         return lambda: torch.cuda.synchronize(device)
     return lambda: None
 
-
-def timed(run, sync) -> float:
-    sync()
-    start = time.perf_counter()
-    run()
-    sync()
-    return time.perf_counter() - start
 
 
 def matmul_peak(device: torch.device, repeats: int = 5) -> dict:
@@ -460,15 +452,7 @@ def main() -> None:
         "repeats": args.repeats,
         "goal": {"cpu_seconds_per_frame": GOAL_CPU_SECONDS, "gpu_frames_per_s": GOAL_GPU_FPS},
         "matmul_peak": measured["peak"],
-        "machine": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "cpus": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
-            "platform": platform.platform(),
-            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        },
+        "machine": machine_facts(device),
         "configurations": measured["rows"],
         "profile": measured["profile"],
     }

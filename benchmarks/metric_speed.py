@@ -24,8 +24,6 @@ unaffected by other load; on an idle machine the wall-clock ratio is what a user
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import sys
 import time
@@ -40,7 +38,7 @@ from skimage import data
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from skimage.transform import resize
 
-from common import write_json
+from common import machine_facts, write_json
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "src")]
@@ -176,14 +174,7 @@ def main() -> None:
         "width": WIDTH,
         "repeats": args.repeats,
         "goal_speedup": goal,
-        "machine": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "cpus": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "platform": platform.platform(),
-            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        },
+        "machine": machine_facts(device),
         "metrics": rows,
         "image_metrics_s": all_five,
     }

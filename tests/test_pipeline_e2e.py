@@ -160,16 +160,16 @@ def test_push_then_pull_restores_everything_without_running_stages(pipeline):
 def test_an_experiment_runs_beside_the_baseline_and_the_report_shows_the_change(pipeline):
     sh("git", "add", "-A", cwd=pipeline)
     sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline results", cwd=pipeline)
-    sh("dvc", "exp", "run", "-S", "model.blocks=2", "--name", "blocks2", cwd=pipeline)
+    sh("dvc", "exp", "run", "-S", "model.blocks=12", "--name", "blocks12", cwd=pipeline)
     shown = json.loads(sh("dvc", "exp", "show", "--json", cwd=pipeline).stdout)
     experiments = {exp["name"]: exp for row in shown for exp in (row.get("experiments") or [])}
-    run = experiments["blocks2"]["revs"][0]["data"]
-    assert run["params"]["params.yaml"]["data"]["model"]["blocks"] == 2
+    run = experiments["blocks12"]["revs"][0]["data"]
+    assert run["params"]["params.yaml"]["data"]["model"]["blocks"] == 12
     assert math.isfinite(run["metrics"]["metrics/denoise.json"]["data"]["psnr"])
     baseline = next(row for row in shown if row["rev"] != "workspace")["data"]
     assert baseline["params"]["params.yaml"]["data"]["model"]["blocks"] == 1
 
-    sh("imrestore", "report", "--base", "HEAD", "--exp", "blocks2", "--out", "build/pr", cwd=pipeline)
+    sh("imrestore", "report", "--base", "HEAD", "--exp", "blocks12", "--out", "build/pr", cwd=pipeline)
     report = (pipeline / "build/pr/report.md").read_text()
     assert "model.blocks" in report and "metrics/deblur.json" in report
     ours = run["metrics"]["metrics/deblur.json"]["data"]["psnr"]

@@ -23,9 +23,9 @@ from imrestore.errors import ImrestoreError
 from imrestore.inference import InferenceConfig, prepare_network, resolve_device, restore_images
 from imrestore.manifest import load_rgb8
 from imrestore.metrics import quantize
-from imrestore.models.network import ModelConfig, RestorationNet
+from imrestore.models.network import RestorationNet
 from imrestore.progress import progress_bar
-from imrestore.training import TASKS, load_network
+from imrestore.training import TASKS, load_network, network_from
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 CHECKPOINT_PREFIX = "net."  # RestorationModule keeps the network as `self.net`
@@ -57,12 +57,8 @@ def load_weights(weights: Path, map_location: str | torch.device = "cpu") -> Res
                              f"(expected hyper_parameters.model and a state_dict of net.* tensors)") from None
     except Exception as exc:  # torch's unpickler refuses anything but tensors and plain values
         raise ImrestoreError(f"{weights} cannot be loaded safely (weights_only=True): {exc}") from None
-    net = RestorationNet(ModelConfig.from_params(model, where=f"{weights}: hyper_parameters.model"))
-    try:
-        net.load_state_dict(state)
-    except RuntimeError as exc:
-        raise ImrestoreError(f"{weights} does not fit the model its hyper_parameters describe: {exc}") from None
-    return net
+    return network_from(model, state, source=weights, described_by="its hyper_parameters",
+                        where=f"{weights}: hyper_parameters.model")
 
 
 def find_images(source: Path) -> list[Path]:

@@ -166,11 +166,17 @@ def load_network(weights_dir: Path, map_location: str | torch.device = "cpu") ->
         raise ImrestoreError(f"trained weights not found: {exc.filename} is missing") from None
     except (KeyError, json.JSONDecodeError) as exc:
         raise ImrestoreError(f"{weights_dir / 'config.json'} is not a model config ({exc})") from None
-    net = RestorationNet(ModelConfig.from_params(config, where=f"{weights_dir / 'config.json'}: model"))
+    return network_from(config, state, source=weights_dir / "model.pt", described_by="config.json",
+                        where=f"{weights_dir / 'config.json'}: model")
+
+
+def network_from(model: dict, state: dict, source: Path, described_by: str, where: str) -> RestorationNet:
+    """The network `model` describes, with `state` loaded; a mismatch names the weights and their description."""
+    net = RestorationNet(ModelConfig.from_params(model, where=where))
     try:
         net.load_state_dict(state)
     except RuntimeError as exc:
-        raise ImrestoreError(f"{weights_dir / 'model.pt'} does not fit the model in config.json: {exc}") from None
+        raise ImrestoreError(f"{source} does not fit the model in {described_by}: {exc}") from None
     return net
 
 
