@@ -132,19 +132,26 @@ def restore_tiled(net: nn.Module, images: torch.Tensor, config: InferenceConfig)
     padded = pad_to_multiple(images, DOWNSCALE)
     full_h, full_w = padded.shape[-2:]
     tile_h, tile_w = min(config.tile, full_h), min(config.tile, full_w)
-    windows = [(n, y, x) for n in range(len(images))
-               for y in tile_origins(full_h, tile_h, config.overlap)
-               for x in tile_origins(full_w, tile_w, config.overlap)]
+    # The grid is the product of the per-axis origins and the weights are per-axis products, so each axis'
+    # windows are built once, and the total weight is the outer product of the per-axis sums.
+    rows = {y: blend_window(y, tile_h, full_h, config.overlap).to(images.device)
+            for y in tile_origins(full_h, tile_h, config.overlap)}
+    cols = {x: blend_window(x, tile_w, full_w, config.overlap).to(images.device)
+            for x in tile_origins(full_w, tile_w, config.overlap)}
+    row_total = torch.zeros(full_h, device=images.device)
+    col_total = torch.zeros(full_w, device=images.device)
+    for y, window in rows.items():
+        row_total[y:y + tile_h] += window
+    for x, window in cols.items():
+        col_total[x:x + tile_w] += window
+    total_weight = row_total[:, None] * col_total[None, :]
+    windows = [(n, y, x) for n in range(len(images)) for y in rows for x in cols]
     output = torch.zeros(padded.shape, dtype=torch.float32, device=images.device)
-    total_weight = torch.zeros((len(images), 1, full_h, full_w), dtype=torch.float32, device=images.device)
     for chunk in _chunks(windows, config.tile_batch):
         batch = torch.stack([padded[n, :, y:y + tile_h, x:x + tile_w] for n, y, x in chunk])
         restored = _run(net, batch, config.precision)
         for (n, y, x), tile in zip(chunk, restored):
-            weight = (blend_window(y, tile_h, full_h, config.overlap)[:, None]
-                      * blend_window(x, tile_w, full_w, config.overlap)[None, :]).to(images.device)
-            output[n, :, y:y + tile_h, x:x + tile_w] += tile * weight
-            total_weight[n, :, y:y + tile_h, x:x + tile_w] += weight
+            output[n, :, y:y + tile_h, x:x + tile_w] += tile * (rows[y][:, None] * cols[x][None, :])
     return (output / total_weight)[..., :height, :width]
 
 
