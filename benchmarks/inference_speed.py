@@ -15,7 +15,7 @@ evaluate stage run. The reference is untiled inference (`tile=None`); it is comp
   achieved, beside the GFLOP/s of a large dense matmul measured in the same run (fp32 2048³ on CPU, bf16
   8192³ on CUDA), the practical peak of the machine. The counter sees convolutions and matrix products
   (2 FLOPs per multiply-add) but not `grid_sample`, the sampling half of the deformable convs, nor
-  elementwise ops (BatchNorm, GELU, the LKA gate): the real work is somewhat larger than the count.
+  elementwise ops (LayerNorm, GELU, the LKA gate): the real work is somewhat larger than the count.
 - peak memory: each configuration runs once more in a fresh interpreter (this script, `--one CONFIG`),
   which reports its own peak RSS (VmHWM, reset once the model and the frame are built) minus its RSS at
   that point, so each figure is what that configuration adds (`ru_maxrss` would not do: Linux carries it

@@ -16,7 +16,7 @@ from imrestore.inference import (
     restore_images,
     tile_origins,
 )
-from imrestore.models.network import ModelConfig, RestorationNet
+from imrestore.models.network import LayerNorm2d, ModelConfig, RestorationNet
 
 
 def local_network() -> RestorationNet:
@@ -24,11 +24,11 @@ def local_network() -> RestorationNet:
     px, so tiles whose overlap quarter exceeds that must reproduce untiled inference exactly."""
     torch.manual_seed(0)
     net = RestorationNet(ModelConfig(blocks=1, features=8, lka=False, attention=False))
-    with torch.no_grad():  # trained-looking BatchNorm statistics and real deformations, not the identity init
+    with torch.no_grad():  # trained-looking norms and real deformations, not the identity init
         for module in net.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.running_mean.normal_(0, 0.1)
-                module.running_var.uniform_(0.5, 2.0)
+            if isinstance(module, LayerNorm2d):
+                module.weight.uniform_(0.5, 2.0)
+                module.bias.normal_(0, 0.1)
         for dcn in (net.head, net.tail):
             dcn.offset_mask.weight.normal_(std=0.01)
             dcn.offset_mask.bias.normal_(std=0.5)

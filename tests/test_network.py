@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -69,7 +71,7 @@ def test_output_shape_equals_input_shape(shape: tuple[int, ...], kernel: int) ->
 
 
 def test_images_thinner_than_the_padding_still_work() -> None:
-    model = RestorationNet(ModelConfig(**TINY)).eval()  # eval: BN statistics of a 1×1 map are undefined
+    model = RestorationNet(ModelConfig(**TINY)).eval()
     x = torch.rand(1, 3, 2, 5)
     with torch.no_grad():
         assert model(x).shape == x.shape
@@ -84,20 +86,25 @@ def test_fresh_network_starts_with_zero_offsets_and_finite_output(kernel: int) -
         assert torch.isfinite(model(torch.rand(2, 3, 24, 28))).all()
 
 
-def test_global_residual_returns_the_input_when_the_tail_is_zero() -> None:
+def test_a_fresh_network_is_the_identity() -> None:
+    """The tail starts at zero, so training starts from the degraded input's PSNR, not from a random residual."""
     model = RestorationNet(ModelConfig(**TINY))
+    x = torch.rand(1, 3, 21, 18)
     with torch.no_grad():
-        for parameter in model.tail.parameters():
-            parameter.zero_()
-        x = torch.rand(1, 3, 21, 18)
         assert torch.equal(model(x), x)
 
 
-def test_backward_reaches_every_parameter() -> None:
+def test_backward_reaches_every_parameter_after_the_first_step() -> None:
     # features 16: channel attention then has 64 // 16 = 4 hidden units; with 1 (features 4) a dead ReLU
     # would legitimately zero its gradient. The autouse seed keeps this deterministic.
     model = RestorationNet(ModelConfig(blocks=2, features=16))
     x, target = torch.rand(2, 3, 16, 20), torch.rand(2, 3, 16, 20)
+    F.mse_loss(model(x), target).backward()
+    # At step 0 only the zero-initialised tail learns: everything before it reaches the output through it.
+    assert {name for name, p in model.named_parameters() if p.grad is not None and p.grad.any()} == {
+        "tail.weight", "tail.bias"}
+    torch.optim.SGD(model.parameters(), lr=0.1).step()
+    model.zero_grad()
     F.mse_loss(model(x), target).backward()
     for name, parameter in model.named_parameters():
         assert parameter.grad is not None, name
@@ -200,3 +207,51 @@ def test_the_phase_split_dilated_conv_equals_the_dilated_conv_values_and_gradien
     actual = torch.autograd.grad((ours * projection).sum(), [x, conv.weight, conv.bias])
     for a, e in zip(actual, expected):
         torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12)
+
+
+# --- Stability in eval mode --------------------------------------------------------------------------------
+#
+# With BatchNorm, eval mode applies fixed running statistics, so a body block's branch grows with its input and
+# LKA's gate makes it quadratic: the residual stream of a trained 12-block network went 1.4 → 2.4 → 11 → 155 →
+# … → inf and every test image came out NaN. LayerNorm makes each branch blind to the input's scale.
+
+
+def _branch_growth(norm: str) -> float:
+    """How a block's branch scales with its input, as a power: branch(k·x) ∝ k^degree between k = 1e3 and 1e4."""
+    block = ModifiedResBlock(16, norm=norm).eval()
+    x = torch.randn(2, 16, 12, 12)
+    with torch.no_grad():
+        low, high = (block.branch(k * x).abs().mean().item() for k in (1e3, 1e4))
+    return math.log10(high / low)
+
+
+def test_in_eval_mode_a_batchnorm_branch_is_quadratic_and_a_layernorm_branch_is_scale_free() -> None:
+    assert _branch_growth("batch") == pytest.approx(2.0, abs=0.05)  # the mechanism of the NaN
+    assert _branch_growth("layer") == pytest.approx(0.0, abs=1e-3)
+
+
+@pytest.mark.parametrize("blocks", [9, 12])
+def test_a_large_residual_stream_overflows_a_batchnorm_body_but_not_a_layernorm_one(blocks: int) -> None:
+    """Training raises the branches' gain until an ordinary stream is "large"; a fresh body needs a big one."""
+    stream = torch.randn(1, 32, 16, 16) * 1e5
+    out = {}
+    for norm in ("batch", "layer"):
+        torch.manual_seed(0)
+        body = RestorationNet(ModelConfig(blocks=blocks, features=8, norm=norm)).body.eval()
+        with torch.no_grad():
+            out[norm] = body(stream)
+    assert not torch.isfinite(out["batch"]).all()
+    assert torch.isfinite(out["layer"]).all()
+    assert out["layer"].abs().max() < 2 * stream.abs().max()  # each block adds a bounded amount
+
+
+def test_layernorm2d_normalises_each_pixel_over_its_channels() -> None:
+    from imrestore.models.network import LayerNorm2d
+
+    norm = LayerNorm2d(6)
+    x = torch.randn(2, 6, 5, 7) * 3 + 1
+    y = norm(x)
+    torch.testing.assert_close(y.mean(dim=1), torch.zeros(2, 5, 7), atol=1e-5, rtol=0)
+    torch.testing.assert_close(y.var(dim=1, unbiased=False), torch.ones(2, 5, 7), atol=1e-4, rtol=0)
+    channels_last = norm(x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(channels_last, y)

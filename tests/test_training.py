@@ -100,6 +100,17 @@ def test_a_nan_loss_stops_training_with_a_message_and_keeps_the_last_good_checkp
     assert all(torch.isfinite(t).all() for t in saved["state_dict"].values())
 
 
+def test_a_non_finite_validation_output_stops_training_with_a_message(tmp_path):
+    """The eval-mode divergence used to surface only at `evaluate`, as a NaN PSNR in the curves before it."""
+    good = (torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16))
+    diverged = (torch.full((2, 3, 16, 16), float("inf")), torch.rand(2, 3, 16, 16))
+    module = RestorationModule(TINY_MODEL, {"max_steps": 4})
+    with pytest.raises(NonFiniteLossError, match=r"validation at step 2: 1536 of 1536 output values are NaN or infinite"):
+        trainer(tmp_path, max_steps=4, val_check_interval=2, num_sanity_val_steps=0).fit(
+            module, train_dataloaders=torch.utils.data.DataLoader([good] * 4, batch_size=None),
+            val_dataloaders=torch.utils.data.DataLoader([good, diverged], batch_size=None))
+
+
 def test_exported_weights_round_trip_with_weights_only(tmp_path):
     module = RestorationModule(TINY_MODEL, {})
     export_weights(module, tmp_path / "model")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -95,7 +96,7 @@ def learning_rate_factor(step: int, config: OptimConfig) -> float:
 
 
 class NonFiniteLossError(ImrestoreError):
-    """The loss became NaN or infinite: training stops, the last good checkpoint is kept."""
+    """The loss or a validation output became NaN or infinite: training stops, the last good checkpoint is kept."""
 
 
 class RestorationModule(L.LightningModule):
@@ -130,7 +131,15 @@ class RestorationModule(L.LightningModule):
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_index: int) -> None:
         degraded, clean = batch
-        restored = self(degraded).clamp(0, 1)
+        restored = self(degraded)
+        bad = int((~torch.isfinite(restored)).sum())
+        if bad:  # a NaN PSNR in the curves would hide it until evaluate; stop here, where the cause is fresh
+            raise NonFiniteLossError(
+                f"validation at step {self.global_step}: {bad} of {restored.numel()} output values are NaN or "
+                f"infinite in eval mode (validation batch {batch_index}). The last good checkpoint is kept; "
+                "model.norm: layer keeps eval mode stable (README, \"Why LayerNorm\")"
+            )
+        restored = restored.clamp(0, 1)
         size = degraded.shape[0]
         self.log("val/psnr", peak_signal_noise_ratio(restored, clean, data_range=1.0), batch_size=size, prog_bar=True)
         if min(clean.shape[-2:]) >= 11:  # SSIM's 11×11 Gaussian window needs that much image
@@ -283,12 +292,14 @@ def _dvclive_logger(live_dir: Path):
     return StepZeroDVCLiveLogger(dir=str(live_dir), save_dvc_exp=False, dvcyaml=False, resume=True)
 
 
-def build_trainer(settings: TrainSettings, checkpoint_dir: Path, live_dir: Path | None) -> L.Trainer:
-    """The Trainer owns devices, precision, distribution, checkpoints and logging."""
+def build_trainer(settings: TrainSettings, checkpoint_dir: Path, live_dir: Path | None,
+                  callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
+    """The Trainer owns devices, precision, distribution, checkpoints and logging; `callbacks` come first."""
     from lightning.pytorch.callbacks import EMAWeightAveraging, LearningRateMonitor, ModelCheckpoint, RichProgressBar
 
     cuda = _cuda_run(settings)
-    callbacks: list = [
+    callbacks = [
+        *callbacks,
         # str, not Path: checkpoints must load with weights_only=True, which refuses pathlib objects
         ModelCheckpoint(dirpath=str(checkpoint_dir), save_last=True, save_top_k=0, every_n_epochs=1),
         RichProgressBar(),
@@ -310,8 +321,10 @@ def build_trainer(settings: TrainSettings, checkpoint_dir: Path, live_dir: Path 
 
 
 def train(task: str, params: dict, cache_dir: Path, checkpoint_dir: Path, model_dir: Path,
-          live_dir: Path | None) -> RestorationModule:
-    """Train `task` on its patch cache, resuming from `checkpoint_dir` when it holds this same run."""
+          live_dir: Path | None, callbacks: Sequence[L.Callback] = ()) -> RestorationModule:
+    """Train `task` on its patch cache, resuming from `checkpoint_dir` when it holds this same run.
+
+    `callbacks` join the Trainer's own (benchmarks/training_curve.py measures the test PSNR through one)."""
     from imrestore.datamodule import RestorationDataModule
     from imrestore.patches import read_meta
 
@@ -347,7 +360,7 @@ def train(task: str, params: dict, cache_dir: Path, checkpoint_dir: Path, model_
         atomic.write_json(run_file, run)
         if live_dir is not None:
             atomic.remove(Path(live_dir))
-    build_trainer(settings, checkpoint_dir, live_dir).fit(module, datamodule=data,
+    build_trainer(settings, checkpoint_dir, live_dir, callbacks).fit(module, datamodule=data,
                                                           ckpt_path=str(last) if resume else None)
     export_weights(module, model_dir, task)
     return module
