@@ -15,12 +15,16 @@ import textwrap
 import time
 from pathlib import Path
 
+import math
+
+import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from PIL import Image
 
 from imrestore.errors import ImrestoreError
-from imrestore.report import GRID, paper_table, results_from_exp_show, write_report
+from imrestore.report import GRID, paired_delta, paper_table, results_from_exp_show, seed_std, write_report
 
 BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.timeout(600)
@@ -185,10 +189,18 @@ def assert_nine_to_twelve(text: str, old: str, new: str) -> None:
         # dvc metrics diff, verbatim: old, new and the change
         assert re.search(md_row(f"metrics/{task}.json", "psnr", f"{psnr9:g}", f"{psnr12:g}", "1.5"), text)
         assert re.search(md_row(f"metrics/{task}.json", "ssim", f"{ssim9:g}", f"{ssim12:g}", "0.03"), text)
-        # the headline table: the change, then the compared side against the input and the best baseline (wiener)
-        assert (f"| PSNR (dB) | {psnr9:.2f} | {psnr12:.2f} | +1.50 | 18.00 (+{psnr12 - 18:.2f}) "
-                f"| 19.00 `wiener` (+{psnr12 - 19:.2f}) |") in text
-        assert f"| SSIM | {ssim9:.4f} | {ssim12:.4f} | +0.0300 | 0.5000 (+{ssim12 - 0.5:.4f}) " in text
+        # the headline table: the change (every image gained the same, so the interval is a point; no seed noise
+        # file, so the interval alone labels it), then the compared side against the input and the best baseline
+        assert (f"| PSNR (dB) | {psnr9:.2f} | {psnr12:.2f} | +1.50 [+1.50, +1.50] **improved** "
+                f"| 18.00 (+{psnr12 - 18:.2f}) | 19.00 `wiener` (+{psnr12 - 19:.2f}) |") in text
+        assert (f"| SSIM | {ssim9:.4f} | {ssim12:.4f} | +0.0300 [+0.0300, +0.0300] **improved** "
+                f"| 0.5000 (+{ssim12 - 0.5:.4f}) ") in text
+        verdict = (f"- **{task}**: PSNR improved (+1.50 dB [+1.50, +1.50], seed noise not measured); "
+                   "SSIM improved (+0.0300 [+0.0300, +0.0300], seed noise not measured)\n")
+        assert verdict in text and text.index(verdict) < text.index("- base:"), "the verdict comes first"
+    assert ("Change: the mean per-image difference over the 3 test images on both sides, with a 95% paired "
+            "bootstrap interval (10,000 resamples of the images). Seed noise not measured (no "
+            "benchmarks/results/seed_noise.json at either revision)") in text
     assert f"| metric | base {old} | compared {new} |" in text
     assert "embedded sample (synthetic GoPro-like data), train preset `cpu`, evaluated on cpu: not comparable " \
            "with the paper" in text
@@ -237,6 +249,9 @@ def test_a_base_without_metrics_is_reported_not_fatal(history):
     assert "the compared side against its degraded input" in text
     psnr12, _ = expected("deblur", 12, 3)
     assert f"| PSNR (dB) | — | {psnr12:.2f} | — | 18.00 (+{psnr12 - 18:.2f}) |" in text
+    assert f"No interval: no per-image results (metrics/deblur/per_image.csv) at base `{init}`." in text
+    assert f"- **deblur**: PSNR —, SSIM —; no interval: no per-image results (metrics/deblur/per_image.csv) at " \
+           f"base `{init}`." in text
     assert re.search(md_row("metrics/deblur.json", "psnr", "-", f"{psnr12:g}", "-"), text)
     linked_pngs(report)
 
@@ -259,6 +274,129 @@ def test_bad_revisions_are_clear_errors_and_keep_the_previous_report(history):
     with pytest.raises(ImrestoreError, match="unknown revision 'HEAD~9'"):
         write_report("HEAD", rev="HEAD~9", out=history["out"] / "nope", cwd=repo)
     assert not (history["out"] / "nope").exists()
+
+
+def seed_noise_file(std: dict[str, dict[str, float]], data: str = "sample") -> str:
+    """benchmarks/results/seed_noise.json as the seed-noise benchmark writes it; std: {task: {metric: σ}}."""
+    tasks = {task: {"input_psnr": 18.0, **{key: {"values": [20.0, 20.0 + s, 20.0 - s], "mean": 20.0, "std": s}
+                                           for key, s in metrics.items()}} for task, metrics in std.items()}
+    return json.dumps({"seeds": [0, 1, 2], "tasks": tasks, "data": data})
+
+
+def test_seed_noise_from_the_compared_side_labels_the_report(history, tmp_path):
+    """Every image gained 1.50 dB and 0.03 SSIM (9 → 12 blocks); the seed noise decides what that means."""
+    repo = history["repo"]
+    noise = repo / "benchmarks/results/seed_noise.json"
+    noise.parent.mkdir(parents=True)
+    try:  # in the workspace only: the compared side; HEAD~1, the base, has none
+        noise.write_text(seed_noise_file({"deblur": {"psnr": 1.0, "ssim": 0.001}, "denoise": {"psnr": 0.1}}))
+        text = write_report("HEAD~1", out=tmp_path / "noise", cwd=repo).read_text()
+        noise.write_text(seed_noise_file({"deblur": {"psnr": 1.0}}, data="real"))
+        other_data = write_report("HEAD~1", out=tmp_path / "real", cwd=repo).read_text()
+    finally:
+        noise.unlink()
+        noise.parent.rmdir()
+        noise.parent.parent.rmdir()
+    # deblur's PSNR gain is under 2·√2·1.0 = 2.83 dB; its SSIM gain is over 2·√2·0.001
+    assert ("- **deblur**: PSNR within noise (+1.50 dB [+1.50, +1.50], seed noise σ 1.00 dB); "
+            "SSIM improved (+0.0300 [+0.0300, +0.0300], seed noise σ 0.0010)") in text
+    assert ("- **denoise**: PSNR improved (+1.50 dB [+1.50, +1.50], seed noise σ 0.10 dB); "
+            "SSIM improved (+0.0300 [+0.0300, +0.0300], seed noise not measured)") in text
+    assert "| +1.50 [+1.50, +1.50] **within noise** |" in text.split("## Deblurring")[1].split("## Denoising")[0]
+    assert ("Seed noise (benchmarks/results/seed_noise.json at workspace, 3 seeds): PSNR σ 1.00 dB, threshold "
+            "2·√2·σ = 2.83 dB; SSIM σ 0.0010, threshold 2·√2·σ = 0.0028.") in text
+    # noise measured on other data than the compared side's does not apply
+    assert "- **deblur**: PSNR improved (+1.50 dB [+1.50, +1.50], seed noise not measured)" in other_data
+    assert ("Seed noise not measured (benchmarks/results/seed_noise.json at workspace was measured on real data, "
+            "this is sample)") in other_data
+
+
+def test_a_revision_against_itself_is_unchanged(history, tmp_path):
+    text = write_report("HEAD", rev="HEAD", out=tmp_path / "same", cwd=history["repo"]).read_text()
+    for task in ("deblur", "denoise"):
+        assert (f"- **{task}**: PSNR unchanged (+0.00 dB [+0.00, +0.00], seed noise not measured); "
+                "SSIM unchanged (+0.0000 [+0.0000, +0.0000], seed noise not measured)") in text
+    assert "| +0.00 [+0.00, +0.00] **unchanged** |" in text
+
+
+# --- paired_delta: the interval and the label -----------------------------------------------------------
+
+def per_image(psnr, names=None) -> pd.DataFrame:
+    names = [f"img{i:03d}" for i in range(len(psnr))] if names is None else names
+    return pd.DataFrame({"name": names, "psnr": psnr, "ssim": 0.8, "input_psnr": 20.0, "input_ssim": 0.6})
+
+
+def shifted(shift: float, jitter: float = 0.05, n: int = 40, seed: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(base, head): head is base plus `shift` dB on every image, plus normal jitter of std `jitter`."""
+    rng = np.random.default_rng(seed)
+    base = rng.normal(25.0, 2.0, n)
+    return per_image(base), per_image(base + shift + rng.normal(0.0, jitter, n))
+
+
+@pytest.mark.parametrize("shift, label", [(0.5, "improved"), (-0.5, "regressed")])
+def test_a_clear_shift_is_improved_or_regressed(shift, label):
+    found = paired_delta(*shifted(shift), "psnr", seed_std=None)
+    assert found.label == label and found.n == 40 and found.threshold == 0.0
+    assert found.low < shift < found.high, "the interval holds the true shift"
+    assert found.delta == pytest.approx(shift, abs=0.02)
+    differences = shifted(shift)[1]["psnr"] - shifted(shift)[0]["psnr"]
+    normal = 2 * 1.96 * differences.std(ddof=0) / math.sqrt(40)  # the 95% width the mean's normal limit gives
+    assert found.high - found.low == pytest.approx(normal, rel=0.1)
+
+
+def test_a_shift_within_the_seed_noise_is_within_noise():
+    base, head = shifted(0.5)
+    noisy = paired_delta(base, head, "psnr", seed_std=0.2)  # threshold 0.57 dB > 0.5
+    assert noisy.threshold == pytest.approx(2 * math.sqrt(2) * 0.2)
+    assert noisy.low > 0 and noisy.label == "within noise", "the interval alone would say improved"
+    assert paired_delta(head, base, "psnr", seed_std=0.2).label == "within noise"
+    assert paired_delta(base, head, "psnr", seed_std=0.1).label == "improved"  # threshold 0.28 dB
+
+
+def test_symmetric_jitter_around_zero_is_within_noise():
+    jitter = np.random.default_rng(2).normal(0.0, 0.3, 20)
+    base = np.full(40, 25.0)
+    found = paired_delta(per_image(base), per_image(base + np.concatenate([jitter, -jitter])), "psnr", None)
+    assert found.low < 0 < found.high and found.delta == pytest.approx(0.0, abs=1e-12)
+    assert found.label == "within noise"
+
+
+def test_identical_tables_are_unchanged_and_a_tiny_change_is_not():
+    base, _ = shifted(0.0)
+    same = paired_delta(base, base.copy(), "psnr", seed_std=0.05)
+    assert (same.label, same.delta, same.low, same.high, same.n) == ("unchanged", 0.0, 0.0, 0.0, 40)
+    assert paired_delta(base, base.assign(psnr=base["psnr"] + 1e-12), "psnr", None).label == "unchanged"
+    one = base.copy()
+    one.loc[0, "psnr"] += 1e-6
+    assert paired_delta(base, one, "psnr", None).label == "within noise"
+
+
+def test_the_interval_is_deterministic():
+    base, head = shifted(0.3, jitter=0.5)
+    first = paired_delta(base, head, "psnr", None)
+    assert paired_delta(base, head, "psnr", None) == first
+    reordered = paired_delta(base.sample(frac=1, random_state=3), head.iloc[::-1], "psnr", None)
+    assert reordered == first, "the row order does not change the draws"
+    assert paired_delta(base, head, "psnr", None, seed=1).low != first.low, "the seed is what fixes the draws"
+
+
+def test_images_on_one_side_only_are_not_paired():
+    base, head = shifted(0.5)
+    wider_base = pd.concat([base, per_image([0.0], names=["only_in_base"])], ignore_index=True)
+    wider_head = pd.concat([per_image([99.0], names=["only_in_head"]), head], ignore_index=True)
+    found = paired_delta(wider_base, wider_head, "psnr", None)
+    assert found.n == 40 and found == paired_delta(base, head, "psnr", None)
+    unreadable = head.copy()
+    unreadable.loc[0, "psnr"] = float("nan")
+    assert paired_delta(base, unreadable, "psnr", None) == paired_delta(base.iloc[1:], head.iloc[1:], "psnr", None)
+
+
+def test_seed_std_reads_the_seed_noise_benchmark():
+    noise = json.loads(seed_noise_file({"deblur": {"psnr": 0.05, "ssim": 0.002}}))
+    assert seed_std(noise, "deblur", "psnr") == 0.05 and seed_std(noise, "deblur", "ssim") == 0.002
+    assert seed_std(noise, "denoise", "psnr") is None, "a task the benchmark did not run"
+    assert seed_std(noise, "deblur", "input_psnr") is None, "a number, not a metric across seeds"
+    assert seed_std(None, "deblur", "psnr") is None, "no file"
 
 
 def test_outside_a_dvc_or_git_repository(tmp_path):

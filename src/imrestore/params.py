@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
+from ruamel.yaml import YAML, YAMLError
 
 from imrestore.errors import ImrestoreError
 
@@ -16,15 +16,25 @@ PARAMS_FILE = Path("params.yaml")
 
 
 def load_params(path: Path = PARAMS_FILE) -> dict[str, Any]:
+    """params.yaml as DVC reads it: ruamel's safe loader, YAML 1.2.
+
+    PyYAML speaks YAML 1.1, where `1e-07` (no dot) is a string; `dvc exp run -S train.optim.lr=1e-7` writes
+    exactly that, and DVC itself reads it as a number, so the stage must too.
+    """
     try:
-        params = yaml.safe_load(path.read_text(encoding="utf-8"))
+        params = parse_yaml(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ImrestoreError(f"{path} not found: run stages from the repository root (dvc repro does)") from None
-    except yaml.YAMLError as exc:
+    except YAMLError as exc:
         raise ImrestoreError(f"{path} is not valid YAML: {exc}") from None
     if not isinstance(params, dict):
         raise ImrestoreError(f"{path}: expected a mapping at the top level, found {type(params).__name__}")
     return params
+
+
+def parse_yaml(text: str) -> Any:
+    """YAML text as DVC parses params files (YAML 1.2); `load_params` explains why not PyYAML."""
+    return YAML(typ="safe", pure=True).load(text)
 
 
 def section(params: dict[str, Any], dotted: str) -> Any:

@@ -1,9 +1,12 @@
 """What a pull request or an experiment changed, and the paper's Table 2, from what DVC records per revision.
 
 - `write_report`: a markdown report (plus PNG plots beside it, for CML to upload) that compares the
-  workspace, a git revision or a DVC experiment with a base revision: headline PSNR/SSIM per task against the
-  base, the degraded input and the best classical baseline; `dvc metrics diff` and `dvc params diff`
-  verbatim; training curves and per-image PSNR of both sides overlaid.
+  workspace, a git revision or a DVC experiment with a base revision: a verdict per task first, then headline
+  PSNR/SSIM per task against the base (each change with a 95% paired bootstrap interval over the test images
+  and a label that also weighs the noise between training seeds), the degraded input and the best classical
+  baseline; `dvc metrics diff` and `dvc params diff` verbatim; training curves and per-image PSNR of both
+  sides overlaid.
+- `paired_delta`: that interval and label for one metric of two per-image tables.
 - `paper_table` / `paper_table_markdown`: Table 2's grid (blocks 9/12 × DCN kernel 3/4, per task) filled
   from `dvc exp show --json`, next to the numbers the paper publishes.
 
@@ -25,12 +28,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
-import yaml
 
 from imrestore.atomic import atomic_dir, write_text
 from imrestore.errors import ImrestoreError
 from imrestore.layouts import TASKS  # task → the dataset it trains and tests on
+from imrestore.params import parse_yaml
 
 DATASET_NAMES = {"gopro": "GoPro", "sidd": "SIDD"}
 TASK_TITLES = {"deblur": "Deblurring", "denoise": "Denoising"}
@@ -41,6 +45,7 @@ NOT_CURVES = {"epoch"}  # DVCLive files that are bookkeeping, not a training cur
 metrics_path = "metrics/{task}.json".format
 per_image_path = "metrics/{task}/per_image.csv".format
 curves_dir = "dvclive/{task}/plots/metrics".format
+SEED_NOISE = "benchmarks/results/seed_noise.json"  # the seed-noise benchmark's result
 
 
 # --- the repository and its revisions -----------------------------------------------------------------
@@ -149,7 +154,7 @@ class Snapshot:
         return None if text is None else pd.read_csv(io.StringIO(text), sep="\t" if path.endswith(".tsv") else ",")
 
     def params(self) -> dict:
-        return yaml.safe_load(self.text("params.yaml") or "") or {}
+        return parse_yaml(self.text("params.yaml") or "") or {}
 
     def curves(self, task: str) -> dict[str, pd.DataFrame]:
         """DVCLive's step-wise curves for a task, keyed like `train/loss`."""
@@ -187,6 +192,87 @@ def describe_data(task: str, metrics: dict | None, params: dict) -> str:
     return text
 
 
+# --- how sure a change is: paired bootstrap over the test images, against the noise of training seeds -----
+
+RESAMPLES = 10_000
+UNCHANGED = 1e-9  # a per-image difference this small is no change: the same stage output, read back
+INTERVAL_METRICS = ("psnr", "ssim")  # in the per-image table, and measured by the seed-noise benchmark
+
+
+@dataclass(frozen=True)
+class Delta:
+    """The mean per-image change head − base over the n images on both sides, its 95% interval [low, high],
+    the label, and the threshold the mean had to clear against seed noise (0: seed noise not measured)."""
+
+    delta: float
+    low: float
+    high: float
+    n: int
+    label: str  # improved | regressed | within noise | unchanged
+    threshold: float
+
+
+def noise_threshold(seed_std: float | None) -> float:
+    """2·√2·σ: two independent trainings differ with std √2·σ, and ±2 std holds ~95% of such differences."""
+    return 0.0 if seed_std is None else 2 * math.sqrt(2) * seed_std
+
+
+def _label(differences: np.ndarray, low: float, high: float, threshold: float) -> str:
+    mean = differences.mean()
+    if np.all(np.abs(differences) <= UNCHANGED):
+        return "unchanged"
+    if low > 0 and mean > threshold:
+        return "improved"
+    if high < 0 and mean < -threshold:
+        return "regressed"
+    return "within noise"
+
+
+def paired_delta(base: pd.DataFrame, head: pd.DataFrame, column: str, seed_std: float | None,
+                 resamples: int = RESAMPLES, seed: int = 0) -> Delta | None:
+    """`column`'s change from base to head over the images (joined on `name`) that both tables hold, with a 95%
+    percentile bootstrap interval; None when no image has a finite value on both sides."""
+    pairs = head[["name", column]].merge(base[["name", column]], on="name", suffixes=("", "_base"))
+    pairs = pairs.sort_values("name", kind="stable")  # the same images in another row order: the same draws
+    differences = (pairs[column] - pairs[f"{column}_base"]).to_numpy(dtype=float)
+    differences = differences[np.isfinite(differences)]  # NaN, or inf PSNR of an exact restoration on both sides
+    n = differences.size
+    if n == 0:
+        return None
+    # resample images, the unit another test set would vary; a fixed seed keeps the report reproducible
+    picks = np.random.default_rng(seed).integers(0, n, size=(resamples, n), dtype=np.int32)
+    low, high = (float(v) for v in np.percentile(differences[picks].mean(axis=1), [2.5, 97.5]))
+    threshold = noise_threshold(seed_std)
+    return Delta(float(differences.mean()), low, high, n, _label(differences, low, high, threshold), threshold)
+
+
+def seed_noise(snapshots: tuple[Snapshot, Snapshot]) -> tuple[dict | None, str]:
+    """The seed-noise benchmark's result and the revision it was read at: the compared side's, else the base's."""
+    for snap in reversed(snapshots):
+        found = snap.json(SEED_NOISE)
+        if isinstance(found, dict):
+            return found, snap.rev.label
+    return None, ""
+
+
+def seed_std(noise: dict | None, task: str, key: str) -> float | None:
+    """σ of the test `key` across training seeds, from `tasks.<task>.<key>.std`; None where not measured."""
+    entry = (((noise or {}).get("tasks") or {}).get(task) or {}).get(key)
+    std = entry.get("std") if isinstance(entry, dict) else None
+    measured = isinstance(std, (int, float)) and not isinstance(std, bool) and math.isfinite(std) and std >= 0
+    return float(std) if measured else None
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A task's per-image comparison: the change of each metric both tables hold, and the line that says how
+    the intervals were made (or why there are none)."""
+
+    deltas: dict[str, Delta]
+    stds: dict[str, float | None]
+    note: str
+
+
 # --- the report ---------------------------------------------------------------------------------------
 
 def _number(value, key: str) -> str:
@@ -195,10 +281,77 @@ def _number(value, key: str) -> str:
     return f"{value:.2f}" if "psnr" in key else f"{value:.4f}"
 
 
+def _signed(value: float, key: str) -> str:
+    return ("+" if value >= 0 else "−") + _number(abs(value), key)
+
+
 def _change(new, old, key: str) -> str:
     if not all(isinstance(v, (int, float)) for v in (new, old)):
         return "—"
-    return ("+" if new - old >= 0 else "−") + _number(abs(new - old), key)
+    return _signed(new - old, key)
+
+
+def _unit(key: str) -> str:
+    return " dB" if "psnr" in key else ""
+
+
+def _interval(delta: Delta, key: str, unit: str = "") -> str:
+    return f"{_signed(delta.delta, key)}{unit} [{_signed(delta.low, key)}, {_signed(delta.high, key)}]"
+
+
+def _noise_note(deltas: dict[str, Delta], stds: dict[str, float | None], noise: tuple[dict | None, str],
+                applies: bool, data: str) -> str:
+    values, where = noise
+    measured = [f"{key.upper()} σ {_number(stds[key], key)}{_unit(key)}, threshold 2·√2·σ = "
+                f"{_number(deltas[key].threshold, key)}{_unit(key)}" for key in deltas if stds[key] is not None]
+    if measured:
+        return (f"Seed noise ({SEED_NOISE} at {where}, {len(values.get('seeds') or [])} seeds): "
+                f"{'; '.join(measured)}. Improved or regressed: the interval excludes 0 and the change exceeds "
+                "the threshold.")
+    if values is None:
+        why = f"no {SEED_NOISE} at either revision"
+    else:
+        why = f"{SEED_NOISE} at {where} " + (
+            "has no σ for this task" if applies else f"was measured on {values.get('data')} data, this is {data}")
+    return f"Seed noise not measured ({why}): improved or regressed means only that the interval excludes 0."
+
+
+def compare_task(task: str, tables: tuple[pd.DataFrame | None, pd.DataFrame | None], labels: tuple[str, str],
+                 noise: tuple[dict | None, str], data: str) -> Comparison:
+    """Base and compared per-image tables → the change of PSNR and SSIM with intervals and labels. `noise` is
+    (seed_noise.json, where it was read); it applies only to the `data` ("sample" or "real") it was measured on."""
+    missing = [f"{side} {label}" for side, label, table in zip(("base", "compared"), labels, tables)
+               if table is None or table.empty]
+    if missing:
+        return Comparison({}, {}, f"No interval: no per-image results ({per_image_path(task=task)}) at "
+                                  f"{' or '.join(missing)}.")
+    values = noise[0]
+    applies = values is not None and values.get("data", data) == data  # σ on the sample says nothing of real data
+    stds = {key: seed_std(values if applies else None, task, key) for key in INTERVAL_METRICS}
+    deltas = {key: found for key in INTERVAL_METRICS if key in tables[0] and key in tables[1]
+              and (found := paired_delta(*tables, key, stds[key])) is not None}
+    if not deltas:
+        return Comparison({}, stds, "No interval: no test image has results on both sides.")
+    n = next(iter(deltas.values())).n
+    only_one_side = len(set(tables[0]["name"]) ^ set(tables[1]["name"]))
+    how = (f"Change: the mean per-image difference over the {n} test images on both sides"
+           + (f" ({only_one_side} more are only on one side and not counted)" if only_one_side else "")
+           + f", with a 95% paired bootstrap interval ({RESAMPLES:,} resamples of the images).")
+    return Comparison(deltas, stds, f"{how} {_noise_note(deltas, stds, noise, applies, data)}")
+
+
+def verdict(task: str, comparison: Comparison, old: dict | None, new: dict | None) -> str:
+    """One line for the top of the report: each headline metric's label, change, interval and seed noise."""
+    if not comparison.deltas:
+        plain = ", ".join(f"{key.upper()} {_change((new or {}).get(key), (old or {}).get(key), key)}"
+                          for key in INTERVAL_METRICS)
+        return f"- **{task}**: {plain}; {comparison.note[0].lower()}{comparison.note[1:]}"
+    parts = []
+    for key, delta in comparison.deltas.items():
+        std = comparison.stds.get(key)
+        noise = f"seed noise σ {_number(std, key)}{_unit(key)}" if std is not None else "seed noise not measured"
+        parts.append(f"{key.upper()} {delta.label} ({_interval(delta, key, _unit(key))}, {noise})")
+    return f"- **{task}**: " + "; ".join(parts)
 
 
 def _best_baseline(metrics: dict, key: str) -> tuple[str, float] | None:
@@ -207,9 +360,11 @@ def _best_baseline(metrics: dict, key: str) -> tuple[str, float] | None:
     return max(scored, key=lambda item: item[1]) if scored else None
 
 
-def headline_table(base: dict | None, head: dict | None, base_label: str, head_label: str) -> list[str]:
+def headline_table(base: dict | None, head: dict | None, base_label: str, head_label: str,
+                   deltas: dict[str, Delta] | None = None) -> list[str]:
     """PSNR/SSIM of both sides, the change, and the compared side against its input and best baseline; then the
-    same for each standard benchmark in the metrics (e.g. `sidd_validation`), which has no baselines."""
+    same for each standard benchmark in the metrics (e.g. `sidd_validation`), which has no baselines. The main
+    test set's change of a metric in `deltas` is the paired per-image one, with its interval and label."""
     lines = [f"| metric | base {base_label} | compared {head_label} | change | degraded input | best baseline |",
              "|---|---:|---:|---:|---:|---:|"]
     benchmarks = {**((base or {}).get("benchmarks") or {}), **((head or {}).get("benchmarks") or {})}
@@ -227,7 +382,9 @@ def headline_table(base: dict | None, head: dict | None, base_label: str, head_l
             versus_input = f"{_number(given, key)} ({_change(ours, given, key)})" if given is not None else "—"
             best = _best_baseline(reference, key)
             versus_best = f"{_number(best[1], key)} `{best[0]}` ({_change(ours, best[1], key)})" if best else "—"
-            lines.append(f"| {prefix}{title} | {_number(old, key)} | {_number(new, key)} | {_change(new, old, key)} "
+            paired = (deltas or {}).get(key) if not prefix else None  # benchmarks have no per-image table
+            change = f"{_interval(paired, key)} **{paired.label}**" if paired else _change(new, old, key)
+            lines.append(f"| {prefix}{title} | {_number(old, key)} | {_number(new, key)} | {change} "
                          f"| {versus_input} | {versus_best} |")
     return lines
 
@@ -312,11 +469,11 @@ def plot_per_image(reference: pd.Series, compared: pd.Series, labels: tuple[str,
     _save(fig, path)
 
 
-def _per_image_section(task: str, base: Snapshot, head: Snapshot, labels: tuple[str, str], out: Path) -> list[str]:
-    compared = head.table(per_image_path(task=task))
+def _per_image_section(task: str, tables: tuple[pd.DataFrame | None, pd.DataFrame | None], labels: tuple[str, str],
+                       out: Path) -> list[str]:
+    before, compared = tables
     if compared is None or compared.empty:
-        return [f"_No per-image results ({per_image_path(task=task)}) at {head.rev.label}._"]
-    before = base.table(per_image_path(task=task))
+        return [f"_No per-image results ({per_image_path(task=task)}) at {labels[1]}._"]
     name = f"{task}_per_image.png"
     if before is not None and not before.empty:
         joined = compared.merge(before, on="name", suffixes=("", "_base"))
@@ -332,13 +489,18 @@ def _per_image_section(task: str, base: Snapshot, head: Snapshot, labels: tuple[
             f"![{task} per-image PSNR]({name})"]
 
 
-def _task_section(task: str, base: Snapshot, head: Snapshot, params: tuple[dict, dict], out: Path) -> list[str]:
+def _task_section(task: str, base: Snapshot, head: Snapshot, params: tuple[dict, dict],
+                  noise: tuple[dict | None, str], out: Path) -> tuple[str | None, list[str]]:
+    """(the task's verdict line, its section); (None, []) when neither side has anything of the task."""
     labels = (base.rev.label, head.rev.label)
     legend = (f"base: {labels[0]}".replace("`", ""), f"compared: {labels[1]}".replace("`", ""))
     old, new = base.json(metrics_path(task=task)), head.json(metrics_path(task=task))
     old_curves, new_curves = base.curves(task), head.curves(task)
     if not any((old, new, old_curves, new_curves)):
-        return []
+        return None, []
+    tables = base.table(per_image_path(task=task)), head.table(per_image_path(task=task))
+    data = data_kind(task, new, params[1]) if new else data_kind(task, old, params[0])
+    comparison = compare_task(task, tables, labels, noise, data)
     lines = [f"## {TASK_TITLES[task]}: {DATASET_NAMES[TASKS[task]]} (`{task}`)", ""]
     for side, metrics, rev_params, snap in (("base", old, params[0], base), ("compared", new, params[1], head)):
         if metrics is None:
@@ -350,7 +512,7 @@ def _task_section(task: str, base: Snapshot, head: Snapshot, params: tuple[dict,
     if old and new and data_kind(task, old, params[0]) != data_kind(task, new, params[1]):
         lines.append("- **the two sides ran on different data: the changes below compare different test sets**")
     if old or new:
-        lines += ["", *headline_table(old, new, *labels)]
+        lines += ["", *headline_table(old, new, *labels, comparison.deltas), "", comparison.note]
     lines += ["", "### Training curves", ""]
     if old_curves or new_curves:
         name = f"{task}_curves.png"
@@ -361,7 +523,8 @@ def _task_section(task: str, base: Snapshot, head: Snapshot, params: tuple[dict,
         lines += [f"![{task} training curves]({name})"]
     else:
         lines.append(f"_No training curves ({curves_dir(task=task)}) at either revision._")
-    return lines + ["", "### Per-image PSNR", "", *_per_image_section(task, base, head, labels, out), ""]
+    lines += ["", "### Per-image PSNR", "", *_per_image_section(task, tables, labels, out), ""]
+    return verdict(task, comparison, old, new), lines
 
 
 def write_report(base: str, rev: str | None = None, exp: str | None = None, out: Path | str = "build/pr-report",
@@ -380,9 +543,16 @@ def write_report(base: str, rev: str | None = None, exp: str | None = None, out:
     out = (cwd / out).resolve()
     with atomic_dir(out) as tmp:
         tmp.chmod(0o755)  # a temporary directory is private; the report is not
-        sections = [line for task in TASKS for line in _task_section(task, *snapshots, params, tmp)]
-        lines = [f"# imrestore report: {head_rev.label} vs {base_rev.label}", "",
-                 f"- base: {base_rev.detail}", f"- compared: {head_rev.detail}", ""]
+        noise = seed_noise(snapshots)
+        done = [_task_section(task, *snapshots, params, noise, tmp) for task in TASKS]
+        sections = [line for _, section in done for line in section]
+        verdicts = [line for line, _ in done if line]
+        lines = [f"# imrestore report: {head_rev.label} vs {base_rev.label}", ""]
+        if verdicts:  # first, for the reviewer; the paragraph after them keeps them apart from the list below
+            lines += [*verdicts, "", "Each change: mean per-image difference [95% paired bootstrap interval]; "
+                      "improved or regressed only when the interval excludes 0 and the change exceeds the seed "
+                      "noise. Details under each task.", ""]
+        lines += [f"- base: {base_rev.detail}", f"- compared: {head_rev.detail}", ""]
         lines += sections or [f"_No metrics or training curves for {', '.join(TASKS)} at either revision._", ""]
         lines += ["## Metrics", "", *_dvc_markdown(root, "metrics", base_rev, head_rev), "",
                   "## Params", "", *_dvc_markdown(root, "params", base_rev, head_rev), ""]
