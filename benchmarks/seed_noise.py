@@ -1,0 +1,155 @@
+"""How much of a test-PSNR difference is the seed: the real `train` + `evaluate` of each task, once per seed.
+
+Each seed runs the pipeline's own training (`imrestore.training.train`) on the pipeline's patch cache
+(build/patches/<dataset>/) at the params.yaml budget with only `train.seed` changed, then its own evaluation
+(`imrestore.evaluation.evaluate`) on the test split (build/splits/<dataset>.csv). Checkpoints, weights and
+metrics go to temporary folders; the pipeline's outputs are not touched. The classical baselines, the SIDD
+validation .mat benchmark and the comparison images are skipped: they do not depend on the seed.
+
+The result is the seed-to-seed spread of the test PSNR and SSIM (sample standard deviation, ddof = 1), and the
+network's gain over the degraded input in units of that spread (`gain_to_noise`): a difference between two
+configurations smaller than about 2 std of one configuration across seeds is not evidence of anything.
+
+    python benchmarks/seed_noise.py                          # seeds 0 1 2, both tasks: ~3x train+evaluate
+    python benchmarks/seed_noise.py --seeds 0 1 2 3 4 --tasks denoise
+    python benchmarks/seed_noise.py --smoke                  # 2 steps, 1 image, seeds 0 1: checks it runs
+
+Writes <out>/seed_noise.json:
+    {"seeds": [0, 1, 2], "data": "sample" | "real", "params": {"train": {...}, "model": {...}},
+     "tasks": {"deblur": {"psnr": {"values": [...], "mean": m, "std": s}, "ssim": {...}, "input_psnr": x,
+                          "gain_over_input": m - x, "gain_to_noise": (m - x) / s, "train_seconds": [...]},
+               "denoise": {...}},
+     "machine": {...}}
+`params.train` is the train section as run, without `seed` (the seeds are listed); `gain_to_noise` is null
+when the spread is exactly 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from common import (add_run_arguments, data_kind, machine_facts, output_dir, pipeline_inputs, timed, with_overrides,
+                    write_json)
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO / "src")]
+
+from imrestore.params import load_params  # noqa: E402
+from imrestore.layouts import TASKS  # noqa: E402  (training's TASKS, without importing torch)
+
+SMOKE = {"train.max_steps": 2, "evaluate.max_images": 1}
+SMOKE_SEEDS = [0, 1]
+
+
+def spread(values: list[float]) -> dict:
+    """Values, mean and sample standard deviation (ddof = 1) across seeds."""
+    return {"values": list(values), "mean": statistics.mean(values), "std": statistics.stdev(values)}
+
+
+def task_summary(metrics: list[dict], train_seconds: list[float]) -> dict:
+    """One task's entry of seed_noise.json from its per-seed `evaluate` results (seed order)."""
+    if len(metrics) < 2:
+        raise ValueError(f"a spread needs at least 2 seeds, found {len(metrics)}")
+    inputs = {run["input"]["psnr"] for run in metrics}
+    if max(inputs) - min(inputs) > 1e-9:  # the degraded input is the same images whatever the seed
+        raise ValueError(f"the input PSNR differs between seeds ({sorted(inputs)}): not the same test images")
+    psnr = spread([run["psnr"] for run in metrics])
+    input_psnr = metrics[0]["input"]["psnr"]
+    gain = psnr["mean"] - input_psnr
+    return {
+        "psnr": psnr,
+        "ssim": spread([run["ssim"] for run in metrics]),
+        "input_psnr": input_psnr,
+        "gain_over_input": gain,
+        "gain_to_noise": gain / psnr["std"] if psnr["std"] > 0 else None,
+        "train_seconds": list(train_seconds),
+    }
+
+
+def run_params(params: dict, tasks: list[str], smoke: bool) -> dict:
+    """params.yaml as every seed runs it: no baselines, benchmarks or comparisons (none depends on the seed)."""
+    overrides = {f"evaluate.baselines.{task}": [] for task in tasks}
+    overrides.update({"evaluate.benchmarks": None, "evaluate.comparisons": 0})
+    return with_overrides(params, {**overrides, **(SMOKE if smoke else {})})
+
+
+def train_and_evaluate(task: str, params: dict, cache: Path, split: Path) -> tuple[dict, float]:
+    """The pipeline's train + evaluate of `task` in temporary folders: (metrics, seconds of train)."""
+    from imrestore.evaluation import evaluate
+    from imrestore.training import train
+
+    with tempfile.TemporaryDirectory(prefix=f"seed-noise-{task}-") as tmp:
+        tmp = Path(tmp)
+        seconds = timed(lambda: train(task, params, cache_dir=cache, checkpoint_dir=tmp / "checkpoints",
+                                      model_dir=tmp / "model", live_dir=None), lambda: None)
+        metrics = evaluate(task, params, weights_dir=tmp / "model", split_csv=split,
+                           metrics_json=tmp / "metrics.json", report_dir=tmp / "report", progress=True)
+    return metrics, seconds
+
+
+def summary(seeds: list[int], params: dict, tasks: dict[str, dict]) -> dict:
+    """The whole of seed_noise.json."""
+    kinds = {data_kind(params, TASKS[task]) for task in tasks}
+    train_section = {key: value for key, value in params.get("train", {}).items() if key != "seed"}
+    return {
+        "seeds": list(seeds),
+        "data": "sample" if kinds == {"sample"} else "real",
+        "params": {"train": train_section, "model": params.get("model", {})},
+        "tasks": tasks,
+        "machine": machine_facts(),
+    }
+
+
+def print_table(results: dict, console: Console) -> None:
+    table = Table(title=f"test metrics across seeds {results['seeds']} ({results['data']} data; std: ddof = 1)")
+    for column in ("task", "PSNR per seed", "PSNR mean ± std", "input PSNR", "gain", "gain / std",
+                   "SSIM mean ± std", "train s (mean)"):
+        table.add_column(column, justify="right")
+    for task, row in results["tasks"].items():
+        psnr, ssim = row["psnr"], row["ssim"]
+        table.add_row(
+            task, " ".join(f"{v:.3f}" for v in psnr["values"]), f"{psnr['mean']:.3f} ± {psnr['std']:.3f}",
+            f"{row['input_psnr']:.3f}", f"{row['gain_over_input']:+.3f}",
+            "n/a" if row["gain_to_noise"] is None else f"{row['gain_to_noise']:.1f}",
+            f"{ssim['mean']:.4f} ± {ssim['std']:.4f}", f"{statistics.mean(row['train_seconds']):.1f}",
+        )
+    console.print(table)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="train.seed values (default 0 1 2)")
+    parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS), help="default: both")
+    add_run_arguments(parser, "2 steps, 1 test image, seeds 0 1: checks the script runs (minutes, not hours)")
+    args = parser.parse_args(argv)
+    seeds = SMOKE_SEEDS if args.smoke else args.seeds
+    if len(seeds) < 2:
+        parser.error("--seeds needs at least 2 seeds for a standard deviation")
+    inputs = {task: pipeline_inputs(args.build, TASKS[task]) for task in args.tasks}  # before any training
+    out = output_dir(args.out, args.smoke)
+    params = run_params(load_params(args.params), args.tasks, args.smoke)
+
+    console = Console()
+    tasks = {}
+    for task in args.tasks:
+        runs, seconds = [], []
+        for seed in seeds:
+            console.rule(f"{task}: seed {seed}")
+            metrics, took = train_and_evaluate(task, with_overrides(params, {"train.seed": seed}), *inputs[task])
+            runs.append(metrics)
+            seconds.append(took)
+        tasks[task] = task_summary(runs, seconds)
+    results = summary(seeds, params, tasks)
+    print_table(results, console)
+    write_json(results, out / "seed_noise.json", console)
+
+
+if __name__ == "__main__":
+    main()

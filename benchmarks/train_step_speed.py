@@ -1,0 +1,181 @@
+"""Training steps per second of the paper's network against a NAFNet-style reference, measured in the same run.
+
+One step is what `train` pays per batch apart from data loading: zero the gradients, forward, L1 loss, backward,
+AdamW step (the project's lr, weight decay and betas), on a random batch of `--batch` crops of `--crop`² in
+[0, 1], both networks in training mode, float32. The paper's network is
+`imrestore.models.network.RestorationNet(ModelConfig())` (9 blocks, 32 features, DCN kernel 3, LKA and channel
+attention). The reference is NAFNet (Chen et al., "Simple Baselines for Image Restoration", ECCV 2022) as the
+paper describes it, written below: NAFBlocks (LayerNorm2d, 3×3 depthwise conv, SimpleGate, simplified channel
+attention, a SimpleGate feed-forward, learned residual scales), a 4-level U-shaped encoder/decoder with 2×2
+stride-2 convs down, 1×1 conv + pixel shuffle up and skips added, width 16, encoder blocks [1, 1, 1, 4],
+1 middle block, decoder [1, 1, 1, 1] (~1.5M parameters). Its LayerNorm2d is imrestore's (the same per-pixel
+normalisation), so the two differ in architecture, not in that kernel.
+
+After 2 warm-up steps each, the two networks' timed steps alternate (which goes first alternates too), so a
+shared machine's load falls on both alike. The table shows the median step time, steps/s, parameters, and the
+ratio paper / reference of the step time (> 1: the paper's network is slower per step).
+
+    python benchmarks/train_step_speed.py                       # batch 4, crop 64, 20 steps: ~1 min on 2 cores
+    python benchmarks/train_step_speed.py --batch 8 --crop 128 --device cuda   # GPU machine
+    python benchmarks/train_step_speed.py --smoke               # batch 1, crop 32, 2 steps
+
+Writes <out>/train_step_speed.json:
+    {"benchmark": "train_step_speed", "device": "cpu", "batch": 4, "crop": 64, "steps": 20, "warmup": 2,
+     "networks": {"paper": {"name": ..., "parameters": n, "step_seconds": [...], "median_step_s": t,
+                            "steps_per_s": 1 / t},
+                  "reference": {...}},
+     "ratio_paper_over_reference": {"step_time": t_paper / t_ref, "steps_per_s": (1 / t_paper) / (1 / t_ref)},
+     "machine": {...}}
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from rich.table import Table
+from torch import nn
+
+from common import RESULTS, machine_facts, output_dir, timed, write_json
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO / "src")]
+
+from imrestore.models.network import LayerNorm2d, ModelConfig, RestorationNet, count_parameters  # noqa: E402
+from imrestore.models.network import pad_to_multiple  # noqa: E402
+
+WARMUP = 2
+SMOKE = {"batch": 1, "crop": 32, "steps": 2}
+
+
+# ------------------------------------------------------------------------------------ NAFNet (the reference)
+
+class SimpleGate(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = x.chunk(2, dim=1)
+        return a * b
+
+
+class NAFBlock(nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.mix = nn.Sequential(LayerNorm2d(c), nn.Conv2d(c, 2 * c, 1), nn.Conv2d(2 * c, 2 * c, 3, padding=1,
+                                                                                    groups=2 * c), SimpleGate())
+        self.sca = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(c, c, 1))  # simplified channel attention
+        self.project = nn.Conv2d(c, c, 1)
+        self.ffn = nn.Sequential(LayerNorm2d(c), nn.Conv2d(c, 2 * c, 1), SimpleGate(), nn.Conv2d(c, c, 1))
+        self.beta = nn.Parameter(torch.zeros(1, c, 1, 1))
+        self.gamma = nn.Parameter(torch.zeros(1, c, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.mix(x)
+        x = x + self.beta * self.project(y * self.sca(y))
+        return x + self.gamma * self.ffn(x)
+
+
+class NAFNet(nn.Module):
+    def __init__(self, width: int = 16, encoders=(1, 1, 1, 4), middle: int = 1, decoders=(1, 1, 1, 1)) -> None:
+        super().__init__()
+        self.intro, self.ending = nn.Conv2d(3, width, 3, padding=1), nn.Conv2d(width, 3, 3, padding=1)
+        self.encoders, self.downs, self.ups, self.decoders = (nn.ModuleList() for _ in range(4))
+        c = width
+        for count in encoders:
+            self.encoders.append(nn.Sequential(*(NAFBlock(c) for _ in range(count))))
+            self.downs.append(nn.Conv2d(c, 2 * c, 2, stride=2))
+            c *= 2
+        self.middle = nn.Sequential(*(NAFBlock(c) for _ in range(middle)))
+        for count in decoders:
+            self.ups.append(nn.Sequential(nn.Conv2d(c, 2 * c, 1, bias=False), nn.PixelShuffle(2)))
+            c //= 2
+            self.decoders.append(nn.Sequential(*(NAFBlock(c) for _ in range(count))))
+        self.multiple = 2 ** len(encoders)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        height, width = image.shape[-2:]
+        x = self.intro(pad_to_multiple(image, self.multiple))
+        skips = []
+        for encoder, down in zip(self.encoders, self.downs):
+            x = encoder(x)
+            skips.append(x)
+            x = down(x)
+        x = self.middle(x)
+        for up, decoder, skip in zip(self.ups, self.decoders, reversed(skips)):
+            x = decoder(up(x) + skip)
+        return image + self.ending(x)[..., :height, :width]
+
+
+# ---------------------------------------------------------------------------------------------- measurement
+
+def training_step(net: nn.Module, optimizer: torch.optim.Optimizer, degraded: torch.Tensor, clean: torch.Tensor):
+    optimizer.zero_grad(set_to_none=True)
+    loss = F.l1_loss(net(degraded), clean)
+    loss.backward()
+    optimizer.step()
+
+
+def measure(batch: int, crop: int, steps: int, device: torch.device) -> dict:
+    torch.manual_seed(0)
+    nets = {"paper": ("RestorationNet(ModelConfig())", RestorationNet(ModelConfig())),
+            "reference": ("NAFNet w16 enc 1-1-1-4 mid 1 dec 1-1-1-1", NAFNet())}
+    degraded, clean = torch.rand(2, batch, 3, crop, crop).to(device)
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    runs = {}
+    for key, (_, net) in nets.items():
+        net = net.to(device).train()
+        optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-4, betas=(0.9, 0.99))
+        runs[key] = lambda net=net, optimizer=optimizer: training_step(net, optimizer, degraded, clean)
+        for _ in range(WARMUP):
+            timed(runs[key], sync)
+    seconds: dict[str, list[float]] = {key: [] for key in nets}
+    for step in range(steps):
+        for key in list(nets) if step % 2 == 0 else list(nets)[::-1]:
+            seconds[key].append(timed(runs[key], sync))
+    networks = {}
+    for key, (name, net) in nets.items():
+        median = statistics.median(seconds[key])
+        networks[key] = {"name": name, "parameters": count_parameters(net), "step_seconds": seconds[key],
+                         "median_step_s": median, "steps_per_s": 1 / median}
+    ratio = networks["paper"]["median_step_s"] / networks["reference"]["median_step_s"]
+    return {"networks": networks, "ratio_paper_over_reference": {"step_time": ratio, "steps_per_s": 1 / ratio}}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=4, help="crops per step (default 4, train.batch_size)")
+    parser.add_argument("--crop", type=int, default=64, help="crop side (default 64, train.crop)")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps of each network, alternating (default 20)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"folder for the results (default {RESULTS}; with --smoke a temporary folder)")
+    parser.add_argument("--smoke", action="store_true", help="batch 1, crop 32, 2 steps: checks the script runs")
+    args = parser.parse_args(argv)
+    settings = SMOKE if args.smoke else {"batch": args.batch, "crop": args.crop, "steps": args.steps}
+    device = torch.device(args.device)
+
+    console = Console()
+    console.print(f"measuring {settings['steps']} training steps of each network on {device} ...")
+    measured = measure(**settings, device=device)
+    results = {"benchmark": "train_step_speed", "device": str(device), **settings, "warmup": WARMUP, **measured,
+               "machine": machine_facts(device)}
+
+    table = Table(title=f"training step (fwd + L1 + bwd + AdamW) on {device}, batch {settings['batch']}×"
+                        f"{settings['crop']}², median of {settings['steps']}")
+    for column in ("network", "parameters", "median step s", "steps/s"):
+        table.add_column(column, justify="right")
+    for key, row in measured["networks"].items():
+        table.add_row(f"{key}: {row['name']}", f"{row['parameters']:,}", f"{row['median_step_s']:.4f}",
+                      f"{row['steps_per_s']:.2f}")
+    console.print(table)
+    ratio = measured["ratio_paper_over_reference"]
+    console.print(f"paper / reference: {ratio['step_time']:.2f}× the step time "
+                  f"({ratio['steps_per_s']:.2f}× the steps/s)")
+    write_json(results, output_dir(args.out, args.smoke) / "train_step_speed.json", console)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""The benchmarks that train: train_step_speed.py --smoke as run, and seed_noise.py / training_curve.py run for
+real (subprocesses) against a tiny patch cache, split table and params file, so that the JSON the PR report
+reads is checked field by field."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from test_evaluation import TINY_MODEL, write_pairs
+from test_training import noisy_cache
+
+REPO = Path(__file__).resolve().parents[1]
+BENCHMARKS = REPO / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+SEED_NOISE_TASK_KEYS = {"psnr", "ssim", "input_psnr", "gain_over_input", "gain_to_noise", "train_seconds"}
+TINY_STEPS = 3
+
+
+def run_script(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    # One thread: these check what the scripts write, not speed, and on a busy machine two threads of tiny ops
+    # spend most of their time waiting for each other (a 3-step tiny run: ~7 s with two, ~0.5 s with one).
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, str(BENCHMARKS / name), *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300, env=env)
+
+
+def test_train_step_speed_smoke_writes_its_json(tmp_path):
+    done = run_script("train_step_speed.py", "--smoke", "--out", str(tmp_path), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    results = json.loads((tmp_path / "train_step_speed.json").read_text())
+    assert (results["benchmark"], results["batch"], results["crop"], results["steps"]) == ("train_step_speed", 1, 32, 2)
+    from imrestore.models.network import ModelConfig, RestorationNet, count_parameters
+
+    assert results["networks"]["paper"]["parameters"] == count_parameters(RestorationNet(ModelConfig()))
+    assert 1.3e6 < results["networks"]["reference"]["parameters"] < 1.7e6
+    for row in results["networks"].values():
+        assert len(row["step_seconds"]) == 2 and all(s > 0 for s in row["step_seconds"])
+        assert row["median_step_s"] == pytest.approx(statistics.median(row["step_seconds"]))
+        assert row["steps_per_s"] == pytest.approx(1 / row["median_step_s"])
+    ratio = results["networks"]["paper"]["median_step_s"] / results["networks"]["reference"]["median_step_s"]
+    assert results["ratio_paper_over_reference"] == pytest.approx({"step_time": ratio, "steps_per_s": 1 / ratio})
+    assert results["machine"]["cpus"] >= 1
+
+
+def test_the_nafnet_reference_is_nafnet_sized_and_keeps_any_image_size():
+    from train_step_speed import NAFNet
+
+    net = NAFNet()
+    assert 1.3e6 < sum(p.numel() for p in net.parameters()) < 1.7e6
+    assert net(torch.rand(1, 3, 20, 36)).shape == (1, 3, 20, 36)  # padded to a multiple of 16, cropped back
+    assert len(net.encoders) == 4 and [len(e) for e in net.encoders] == [1, 1, 1, 4]
+
+
+def fake_run(psnr: float, ssim: float, input_psnr: float = 25.0) -> dict:
+    return {"psnr": psnr, "ssim": ssim, "input": {"psnr": input_psnr, "ssim": 0.5}}
+
+
+def test_seed_noise_statistics_are_sample_statistics():
+    from seed_noise import task_summary
+
+    row = task_summary([fake_run(30.0, 0.80), fake_run(31.0, 0.82), fake_run(32.0, 0.84)], [1.0, 2.0, 3.0])
+    assert set(row) == SEED_NOISE_TASK_KEYS
+    assert row["psnr"] == {"values": [30.0, 31.0, 32.0], "mean": 31.0, "std": 1.0}  # ddof = 1 (ddof 0: 0.816)
+    assert row["ssim"]["std"] == pytest.approx(0.02)
+    assert (row["input_psnr"], row["gain_over_input"], row["gain_to_noise"]) == (25.0, 6.0, 6.0)
+    assert row["train_seconds"] == [1.0, 2.0, 3.0]
+    assert task_summary([fake_run(30.0, 0.8)] * 2, [1.0, 1.0])["gain_to_noise"] is None  # no spread: no ratio
+    with pytest.raises(ValueError, match="at least 2 seeds"):
+        task_summary([fake_run(30.0, 0.8)], [1.0])
+    with pytest.raises(ValueError, match="input PSNR differs"):
+        task_summary([fake_run(30.0, 0.8), fake_run(30.0, 0.8, input_psnr=26.0)], [1.0, 1.0])
+
+
+@pytest.fixture(scope="module")
+def tiny_pipeline(tmp_path_factory) -> dict[str, Path]:
+    """A build folder (patches/sidd, splits/sidd.csv), params.yaml and metrics/denoise.json, all tiny."""
+    root = tmp_path_factory.mktemp("tiny-pipeline")
+    build = root / "build"
+    noisy_cache(build / "patches" / "sidd")
+    (build / "splits").mkdir(parents=True)
+    shutil.copy(write_pairs(root / "pairs", count=2), build / "splits" / "sidd.csv")
+    params = {
+        "download": {"sidd": {"source": "sample"}, "gopro": {"source": "sample"}},
+        "model": TINY_MODEL,
+        "train": {"seed": 0, "max_steps": TINY_STEPS, "steps_per_epoch": 2, "crop": 16, "batch_size": 2,
+                  "num_workers": 0, "optim": {"lr": 1e-2}},
+        "evaluate": {"tile": 64, "overlap": 16, "tile_batch": 2, "device": "cpu", "comparisons": 1,
+                     "baselines": {"denoise": ["wavelet"]}},
+    }
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    (root / "metrics").mkdir()
+    (root / "metrics" / "denoise.json").write_text(json.dumps(
+        {"n_images": 2, "baselines": {"wavelet": {"psnr": 20.5}, "nl_means": {"psnr": 22.25}, "tv": {"psnr": 21.0}}}))
+    common = ["--params", str(root / "params.yaml"), "--build", str(build)]
+    seed_noise = run_script("seed_noise.py", *common, "--tasks", "denoise", "--seeds", "0", "1", "2",
+                            "--out", str(root / "seed-noise"), cwd=root)
+    assert seed_noise.returncode == 0, seed_noise.stderr
+    curve = run_script("training_curve.py", *common, "--task", "denoise", "--every-seconds", "0",
+                       "--metrics", str(root / "metrics"), "--out", str(root / "curve"), cwd=root)
+    assert curve.returncode == 0, curve.stderr
+    return {"seed_noise": root / "seed-noise" / "seed_noise.json", "curve": root / "curve",
+            "curve_stdout": curve.stdout}
+
+
+def test_seed_noise_writes_the_report_format_from_real_runs(tiny_pipeline):
+    results = json.loads(tiny_pipeline["seed_noise"].read_text())
+    assert set(results) == {"seeds", "data", "params", "tasks", "machine"}
+    assert (results["seeds"], results["data"], list(results["tasks"])) == ([0, 1, 2], "sample", ["denoise"])
+    assert results["params"]["model"] == TINY_MODEL
+    assert results["params"]["train"]["max_steps"] == TINY_STEPS and "seed" not in results["params"]["train"]
+    row = results["tasks"]["denoise"]
+    assert set(row) == SEED_NOISE_TASK_KEYS
+    values = row["psnr"]["values"]
+    assert len(values) == 3 and len(set(values)) == 3  # the seed reaches training: three different networks
+    assert row["psnr"]["mean"] == pytest.approx(statistics.mean(values))
+    assert row["psnr"]["std"] == pytest.approx(statistics.stdev(values))
+    assert row["ssim"]["std"] == pytest.approx(statistics.stdev(row["ssim"]["values"]))
+    assert row["gain_over_input"] == pytest.approx(row["psnr"]["mean"] - row["input_psnr"])
+    assert row["gain_to_noise"] == pytest.approx(row["gain_over_input"] / row["psnr"]["std"])
+    assert len(row["train_seconds"]) == 3 and all(s > 0 for s in row["train_seconds"])
+    assert 10 < row["input_psnr"] < 40  # the noisy pairs (sigma 20) against their clean images
+
+
+def test_training_curve_points_are_the_pipelines_own_evaluation(tiny_pipeline):
+    results = json.loads((tiny_pipeline["curve"] / "training_curve_denoise.json").read_text())
+    points = results["points"]
+    assert [p["step"] for p in points] == list(range(TINY_STEPS + 1))  # every step with --every-seconds 0
+    seconds = [p["training_seconds"] for p in points]
+    assert seconds[0] == 0 and seconds == sorted(seconds) and seconds[-1] > 0
+    assert (results["task"], results["n_images"], results["data"]) == ("denoise", 2, "sample")
+    assert results["best_baseline"]["name"] == "nl_means" and results["best_baseline"]["psnr"] == 22.25
+    # the final point is seed 0 after the same steps, scored as evaluate scores the exported weights
+    seed_noise = json.loads(tiny_pipeline["seed_noise"].read_text())["tasks"]["denoise"]
+    assert points[-1]["test_psnr"] == pytest.approx(seed_noise["psnr"]["values"][0], abs=1e-9)
+    assert results["input_psnr"] == pytest.approx(seed_noise["input_psnr"], abs=1e-9)
+    assert "test split only to draw the curve, never to choose settings" in results["note"]
+    assert "never to choose settings" in " ".join(tiny_pipeline["curve_stdout"].split())
+    assert (tiny_pipeline["curve"] / "training_curve_denoise.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(("script", "task"), [("seed_noise", "--tasks"), ("training_curve", "--task")])
+def test_missing_pipeline_inputs_name_the_path_and_make_repro(tmp_path, script, task):
+    main = __import__(script).main  # in this process: it must stop before anything is trained or written
+    missing = tmp_path / "empty" / "patches" / "sidd" / "cache.json"
+    with pytest.raises(SystemExit, match="run `make repro` first") as stopped:
+        main(["--build", str(tmp_path / "empty"), task, "denoise", "--smoke", "--out", str(tmp_path / "out")])
+    assert str(missing) in str(stopped.value)
+    assert not any(tmp_path.iterdir())  # no results folder, nothing trained
