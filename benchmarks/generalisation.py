@@ -80,7 +80,8 @@ from imrestore.inference import resolve_device  # noqa: E402
 from imrestore.manifest import load_rgb8  # noqa: E402
 from imrestore.metrics import METRIC_NAMES, image_metrics  # noqa: E402
 from imrestore.params import load_params, section  # noqa: E402
-from imrestore.training import TASKS, load_network  # noqa: E402
+from imrestore.layouts import TASKS  # noqa: E402
+from imrestore.models.weights import load_network  # noqa: E402
 
 SKIMAGE, MATPLOTLIB = "scikit-image", "matplotlib"
 # file name → (package that ships it, credit). In this order; --smoke takes the first one found.

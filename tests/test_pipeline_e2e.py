@@ -100,7 +100,7 @@ def test_repro_splits_without_leaks_and_builds_patch_caches(pipeline):
 
 
 def test_repro_trains_both_tasks_and_exports_weights(pipeline):
-    from imrestore.training import load_network
+    from imrestore.models.weights import load_network
 
     for task in ("deblur", "denoise"):
         net = load_network(pipeline / "models" / task)  # weights_only=True

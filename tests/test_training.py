@@ -10,6 +10,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from cache_builders import write_cache
 from imrestore.datamodule import RestorationDataModule
+from imrestore.models.weights import load_network
 from imrestore.errors import ImrestoreError
 from imrestore.training import (
     NonFiniteLossError,
@@ -17,7 +18,6 @@ from imrestore.training import (
     RestorationModule,
     export_weights,
     learning_rate_factor,
-    load_network,
     restoration_loss,
 )
 
@@ -92,7 +92,7 @@ def test_a_nan_loss_stops_training_with_a_message_and_keeps_the_last_good_checkp
     bad = (torch.full((2, 3, 16, 16), float("nan")), torch.rand(2, 3, 16, 16))
     module = RestorationModule(TINY_MODEL, {"max_steps": 10})
     checkpoints = ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), save_last=True, save_top_k=0, every_n_train_steps=1)
-    with pytest.raises(NonFiniteLossError, match=r"the l1 loss became nan at step 2; training stopped"):
+    with pytest.raises(NonFiniteLossError, match=r"the psnr loss became nan at step 2; training stopped"):
         batches = torch.utils.data.DataLoader([good, good, bad, good], batch_size=None)
         trainer(tmp_path, max_steps=10, callbacks=[checkpoints]).fit(module, train_dataloaders=batches)
     saved = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)

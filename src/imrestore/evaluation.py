@@ -29,13 +29,14 @@ from imrestore import atomic
 from imrestore.baselines import check_baselines, run_baseline
 from imrestore.errors import ImrestoreError
 from imrestore.inference import InferenceConfig, prepare_network, resolve_device, restore_images
+from imrestore.layouts import TASKS
 from imrestore.manifest import default_workers, load_rgb8, read_manifest
 from imrestore.metrics import METRIC_NAMES, image_metrics, quantize
 from imrestore.models.network import count_parameters
+from imrestore.models.weights import load_network
 from imrestore.params import reject_unknown, section
 from imrestore.progress import progress_bar
 from imrestore.testsets import find_sidd_validation, load_sidd_validation
-from imrestore.training import TASKS, load_network
 
 PANEL_WIDTH = 480  # comparison panels are downscaled to this width: a page of them stays a few MB
 BLOCK_BATCH = 16  # SIDD validation blocks (256²) per forward pass

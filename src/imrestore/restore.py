@@ -21,11 +21,12 @@ from PIL import Image
 from imrestore import atomic
 from imrestore.errors import ImrestoreError
 from imrestore.inference import InferenceConfig, prepare_network, resolve_device, restore_images
+from imrestore.layouts import TASKS
 from imrestore.manifest import load_rgb8
 from imrestore.metrics import quantize
 from imrestore.models.network import RestorationNet
+from imrestore.models.weights import load_network, network_from
 from imrestore.progress import progress_bar
-from imrestore.training import TASKS, load_network, network_from
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 CHECKPOINT_PREFIX = "net."  # RestorationModule keeps the network as `self.net`

@@ -40,9 +40,9 @@ PSNR_LOSS_SCALE = 10 / math.log(10)
 class OptimConfig:
     """How the network learns: the `train.optim` section of params.yaml."""
 
-    loss: str = "l1"
+    loss: str = "psnr"
     optimizer: str = "adamw"
-    lr: float = 1e-3
+    lr: float = 2e-3
     weight_decay: float = 1e-4
     scheduler: str = "cosine"
     warmup_steps: int = 0
@@ -165,30 +165,6 @@ def export_weights(module: RestorationModule, out_dir: Path, task: str | None = 
     atomic.write_json(Path(out_dir) / "config.json", {"task": task, "model": module.hparams["model"]})
 
 
-def load_network(weights_dir: Path, map_location: str | torch.device = "cpu") -> RestorationNet:
-    """Rebuild a network from `export_weights`' files, refusing anything but plain tensors."""
-    weights_dir = Path(weights_dir)
-    try:
-        config = json.loads((weights_dir / "config.json").read_text())["model"]
-        state = torch.load(weights_dir / "model.pt", map_location=map_location, weights_only=True)
-    except FileNotFoundError as exc:
-        raise ImrestoreError(f"trained weights not found: {exc.filename} is missing") from None
-    except (KeyError, json.JSONDecodeError) as exc:
-        raise ImrestoreError(f"{weights_dir / 'config.json'} is not a model config ({exc})") from None
-    return network_from(config, state, source=weights_dir / "model.pt", described_by="config.json",
-                        where=f"{weights_dir / 'config.json'}: model")
-
-
-def network_from(model: dict, state: dict, source: Path, described_by: str, where: str) -> RestorationNet:
-    """The network `model` describes, with `state` loaded; a mismatch names the weights and their description."""
-    net = RestorationNet(ModelConfig.from_params(model, where=where))
-    try:
-        net.load_state_dict(state)
-    except RuntimeError as exc:
-        raise ImrestoreError(f"{source} does not fit the model in {described_by}: {exc}") from None
-    return net
-
-
 # --------------------------------------------------------------------------------------------- the run
 
 RUN_FILE = "run.json"  # beside the checkpoints: what they were trained for, so a changed run never resumes them
@@ -223,9 +199,9 @@ class TrainSettings:
     seed: int = 0
     crop: int = 64
     batch_size: int = 4
-    max_steps: int = 150
-    steps_per_epoch: int = 25  # validation and checkpoint cadence
-    val_crop: int | None = 128  # centre crops of the val patches (at most the patch size); None: whole patches
+    max_steps: int = 600
+    steps_per_epoch: int = 100  # validation and checkpoint cadence
+    val_crop: int | None = 64  # centre crops of the val patches (at most the patch size); None: whole patches
     num_workers: int = 2
     device_cache: str | bool = "auto"
     dihedral: bool = True
