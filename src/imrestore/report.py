@@ -573,8 +573,8 @@ class PaperRow:
 
 # Table 2 of Thosar, Joshi, Pullagura, "Image Restoration Using Deep Learning: Image Deblurring and Image
 # Denoising using Deformable Convolution Neural Networks and Large Kernel Attention" (University at Buffalo),
-# as published, in the paper's row order. Only two rows' configurations are recorded in our notes
-# (DESIGN.md): GoPro 26.60/0.90 is 12 blocks with kernel 4, SIDD 26.63/0.88 is 12 blocks with kernel 3.
+# as published, in the paper's row order. The paper ties only two rows to a configuration (README, "Experiments"):
+# GoPro 26.60/0.90 is 12 blocks with kernel 4, SIDD 26.63/0.88 is 12 blocks with kernel 3.
 PAPER_TABLE_2 = (
     PaperRow("deblur", 26.53, 0.89),
     PaperRow("deblur", 25.40, 0.81),
