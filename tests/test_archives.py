@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import stat
 import tarfile
 import zipfile
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from imrestore.archives import _ByteBudget, extract_archive
+from imrestore.archives import _ByteBudget, _Limits, _Member, extract_archive
 from imrestore.errors import ImrestoreError
 
 # Nested dirs, an empty file, incompressible and highly compressible data: what a dataset archive holds.
@@ -230,15 +231,55 @@ def test_zip_special_files_are_refused(tmp_path: Path, dest: Path) -> None:
 # --- bombs ----------------------------------------------------------------------------------------------
 
 
-def test_zip_bomb_is_refused_before_extracting(tmp_path: Path, dest: Path) -> None:
-    archive = tmp_path / "bomb.zip"
-    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
-        with zf.open("zeros.bin", "w") as member:
-            for _ in range(64):
+def zeros_zip(path: Path, name: str = "zeros.bin", mib: int = 64) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        with zf.open(name, "w") as member:
+            for _ in range(mib):
                 member.write(bytes(1024 * 1024))
-    assert archive.stat().st_size < 1024 * 1024
+    assert path.stat().st_size < 1024 * 1024
+    return path
+
+
+def test_zip_bomb_is_refused_before_extracting(tmp_path: Path, dest: Path) -> None:
+    archive = zeros_zip(tmp_path / "bomb.zip")
     limit = "1.0 MiB (1,048,576 bytes)"
-    assert_refused(archive, dest, "'zeros.bin'", limit, "max_total_bytes", max_total_bytes=1 << 20)
+    assert_refused(archive, dest, "'zeros.bin'", limit, "max_total_bytes", max_total_bytes=1 << 20, max_ratio=1e9)
+
+
+def test_a_zip_member_that_expands_too_much_is_refused_by_its_ratio(tmp_path: Path, dest: Path) -> None:
+    """Within the size cap, 64 MiB of zeros is still refused: no image dataset deflates 200-fold."""
+    archive = zeros_zip(tmp_path / "bomb.zip", "GOPRO_Large/train/zeros.bin")
+    message = assert_refused(archive, dest, "member 'GOPRO_Large/train/zeros.bin' expands to 64.0 MiB", "max_ratio")
+    assert re.search(r"from \d+\.\d KiB \([\d,]+ bytes\) stored, a ratio of [\d,]+:1, above the limit of 100:1", message)
+
+
+def test_a_tar_bomb_is_refused_by_the_whole_archive_ratio(tmp_path: Path, dest: Path) -> None:
+    """tar records no compressed sizes, so the declared total is judged against the archive's own size."""
+    archive = make_tar(tmp_path / "bomb.tar.gz", [tar_entry("zeros.bin", data=bytes(16 * 1024 * 1024))])
+    assert archive.stat().st_size < 100 * 1024
+    assert_refused(archive, dest, "its members expand to 16.0 MiB", "the whole archive's", "max_ratio")
+
+
+def test_incompressible_data_and_small_compressible_files_pass_the_ratio_checks(tmp_path: Path, dest: Path) -> None:
+    files = {"data/noise.bin": os.urandom(2 * 1024 * 1024), "data/index.txt": b"0001 scene\n" * 50_000}
+    archive = make_zip(tmp_path / "fine.zip", files)  # index.txt: 550 KB that deflates about 200-fold
+    assert extract_archive(archive, dest, progress=False) == 2
+    assert (dest / "data" / "index.txt").read_bytes() == files["data/index.txt"]
+
+
+def test_a_layout_check_refuses_by_member_names_before_anything_is_written(tmp_path: Path, dest: Path) -> None:
+    archive = make_zip(tmp_path / "a.zip", {"GOPRO_Large/train/notes.txt": b"x", "README": b"y"})
+    seen: list[list[str]] = []
+
+    def refuse(names):
+        seen.append(sorted(names))
+        raise ImrestoreError("not the layout")
+
+    with pytest.raises(ImrestoreError, match="not the layout"):
+        extract_archive(archive, dest, check_names=refuse, progress=False)
+    # make_zip always adds the empty folder GOPRO_Large/empty_dir/: folders reach the check with a slash.
+    assert seen == [["GOPRO_Large/empty_dir/", "GOPRO_Large/train/notes.txt", "README"]]
+    assert list(dest.iterdir()) == []
 
 
 def test_too_many_members_are_refused(tmp_path: Path, dest: Path) -> None:
@@ -248,10 +289,14 @@ def test_too_many_members_are_refused(tmp_path: Path, dest: Path) -> None:
 
 def test_bytes_written_are_bounded_even_if_headers_lie(tmp_path: Path) -> None:
     # stdlib readers stop at the declared size, so no real archive can reach this check; it is the last line.
-    budget = _ByteBudget(tmp_path / "liar.zip", limit=10)
-    budget.spend("a.bin", 10)
-    with pytest.raises(ImrestoreError, match=r"'b\.bin'.*10 bytes"):
-        budget.spend("b.bin", 1)
+    limits = _Limits(max_total_bytes=10, max_members=10, max_ratio=100.0, archive_bytes=1, check_names=None,
+                     limit_name="max_total_bytes")
+    budget = _ByteBudget(tmp_path / "liar.zip", limits)
+    budget.spend(_Member("a.bin", ("a.bin",), "regular file", size=10), 0, 10)
+    with pytest.raises(ImrestoreError, match=r"'b\.bin' produced more than the limit of 10 bytes \(max_total_bytes"):
+        budget.spend(_Member("b.bin", ("b.bin",), "regular file", size=10), 0, 1)
+    with pytest.raises(ImrestoreError, match=r"'c\.bin' produced more than its declared size of 4 bytes"):
+        _ByteBudget(tmp_path / "liar.zip", limits).spend(_Member("c.bin", ("c.bin",), "regular file", size=4), 3, 2)
 
 
 # --- broken archives ------------------------------------------------------------------------------------

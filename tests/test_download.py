@@ -68,13 +68,24 @@ def test_verified_dest_makes_no_request(http_server, archive, tmp_path):
     assert http_server.requests == []
 
 
-def test_dest_with_wrong_content_is_replaced(http_server, archive, tmp_path):
+def test_a_changed_pin_keeps_the_verified_copy_and_downloads_nothing(http_server, archive, tmp_path):
+    """A one-character typo in the pin must not cost the verified archive (9 GB for GoPro) and a download."""
     name, data, digest = archive
-    dest = tmp_path / "archive.zip"
-    dest.write_bytes(b"stale")
+    dest = download(http_server.url(name), tmp_path / "archive.zip", sha256=digest, **FAST)
+    typo = ("1" if digest[0] != "1" else "2") + digest[1:]
 
-    download(http_server.url(name), dest, sha256=digest, **FAST)
-    assert dest.read_bytes() == data
+    with pytest.raises(ImrestoreError) as caught:
+        download(http_server.url(name), dest, sha256=typo, **FAST)
+    assert str(caught.value) == (
+        f"the sha256 pinned for {http_server.url(name)} is {typo}, but {dest}, the copy an earlier run downloaded "
+        f"and verified, has sha256 {digest}. Nothing was downloaded or deleted. If the pin has a typo, pin "
+        f"{digest} again; if the publisher replaced the file, move {dest} aside and run again to download the "
+        "new one"
+    )
+    assert dest.read_bytes() == data and len(http_server.requests_for(name)) == 1
+
+    assert download(http_server.url(name), dest, sha256=digest, **FAST) == dest  # the pin corrected
+    assert len(http_server.requests_for(name)) == 1
 
 
 def test_complete_part_is_renamed_without_request(http_server, archive, tmp_path):
@@ -229,16 +240,45 @@ def test_unreachable_host_fails_after_retries(tmp_path):
     assert not (tmp_path / "a.zip").exists()
 
 
-def test_checksum_mismatch_names_both_hashes_and_leaves_nothing(http_server, archive, tmp_path):
-    name, _, digest = archive
+def test_checksum_mismatch_keeps_the_bytes_under_their_hash_for_a_corrected_pin(http_server, archive, tmp_path):
+    name, data, digest = archive
     wrong = hashlib.sha256(b"something else").hexdigest()
     dest = tmp_path / "archive.zip"
+    kept = tmp_path / f"archive.zip.sha256-{digest}"
 
     with pytest.raises(ImrestoreError) as caught:
         download(http_server.url(name), dest, sha256=wrong, **FAST)
-    message = str(caught.value)
-    assert message.startswith(f"checksum mismatch for {http_server.url(name)}: expected sha256 {wrong}, got {digest}")
-    assert not dest.exists() and not _part(dest).exists()
+    assert str(caught.value).startswith(
+        f"checksum mismatch: expected sha256 {wrong}, got {digest} ({SIZE:,} bytes), kept as {kept}. If the pin "
+        f"has a typo and {digest} is right, pin that and run again: the kept file is used without a download."
+    )
+    assert not dest.exists() and not _part(dest).exists() and kept.read_bytes() == data
+
+    # Still wrong: the kept file is not the pinned one, so the next run downloads afresh beside it.
+    with pytest.raises(ImrestoreError, match="checksum mismatch"):
+        download(http_server.url(name), dest, sha256=wrong, **FAST)
+    assert [r.status for r in http_server.requests_for(name)] == [200, 200]
+
+    download(http_server.url(name), dest, sha256=digest, **FAST)
+    assert dest.read_bytes() == data and not kept.exists()
+    assert len(http_server.requests_for(name)) == 2  # the corrected pin used the kept bytes
+
+
+def test_a_kept_copy_whose_name_lies_is_not_used(http_server, archive, tmp_path):
+    name, data, digest = archive
+    dest = tmp_path / "archive.zip"
+    kept = tmp_path / f"archive.zip.sha256-{digest}"
+    kept.write_bytes(b"edited by hand")
+
+    download(http_server.url(name), dest, sha256=digest, **FAST)
+    assert dest.read_bytes() == data and kept.read_bytes() == b"edited by hand"
+
+
+def test_an_unquoted_hash_of_digits_is_reported_as_needing_quotes(http_server, archive, tmp_path):
+    name, _, _ = archive
+    with pytest.raises(ImrestoreError, match=r"must be a quoted string .* got the int 1234: .* so quote it"):
+        download(http_server.url(name), tmp_path / "a.zip", sha256=1234, **FAST)  # type: ignore[arg-type]
+    assert http_server.requests == []
 
 
 def test_unpinned_sha256_keeps_the_file_and_reports_its_hash(http_server, archive, tmp_path):

@@ -1,7 +1,9 @@
 import pytest
 
 from imrestore.errors import ImrestoreError
-from imrestore.layouts import SiddInstance, check_layout, find_layout_root, layout_root, list_pairs
+from imrestore.layouts import (
+    SiddInstance, check_layout, check_member_layout, find_layout_root, layout_root, list_pairs,
+)
 from layout_builders import GOPRO_COUNTS, write_gopro, write_sidd
 
 
@@ -65,3 +67,28 @@ def test_layout_root_is_found_inside_wrapper_folders(tmp_path):
     assert find_layout_root(tmp_path / "download", "gopro").name == "GOPRO_Large"
     with pytest.raises(ImrestoreError, match=r"expected GOPRO_Large/ in .*, found extra/"):
         layout_root(tmp_path / "download", "gopro")
+
+
+def _member_names(top):
+    """What an archive of `top` (a folder) would list: paths from above it, folders with a slash."""
+    return [p.relative_to(top.parent).as_posix() + ("/" if p.is_dir() else "") for p in sorted(top.rglob("*"))]
+
+
+@pytest.mark.parametrize("dataset, write", [("gopro", write_gopro), ("sidd", write_sidd)])
+def test_member_names_and_the_disk_get_the_same_verdict(tmp_path, dataset, write):
+    root = write(tmp_path / "wrapper")
+    check_layout(root, dataset)
+    check_member_layout(_member_names(tmp_path / "wrapper"), dataset)  # the dataset one folder down
+    broken = next(p for p in root.rglob("*") if p.is_dir() and p.name in ("sharp", "Data"))
+    broken.rename(broken.with_name("renamed"))
+    with pytest.raises(ImrestoreError) as on_disk:
+        check_layout(root, dataset)
+    with pytest.raises(ImrestoreError) as by_name:
+        check_member_layout(_member_names(root), dataset)
+    assert str(on_disk.value) == str(by_name.value)
+
+
+def test_member_names_without_the_dataset_folder_list_what_the_archive_holds():
+    names = ["GoPro/README.txt", "GoPro/frames/", "notes.txt"]
+    with pytest.raises(ImrestoreError, match=r"expected GOPRO_Large/ in the archive, found GoPro/, notes\.txt;"):
+        check_member_layout(names, "gopro")

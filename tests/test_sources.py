@@ -84,9 +84,46 @@ def test_wrong_layout_says_what_was_expected_and_leaves_nothing(tmp_path):
     original = write_gopro(tmp_path / "upstream")
     (original / "train").rename(original / "training")
     sha = zip_tree(original, tmp_path / "bad.zip")
-    with pytest.raises(ImrestoreError, match=r"expected GOPRO_Large/train/<SEQUENCE>/sharp, found test/, training/"):
+    expected = (r"refusing to extract .*bad\.zip: expected GOPRO_Large/train/<SEQUENCE>/\{blur,blur_gamma,sharp\}/, "
+                r"found GOPRO_Large/test/, GOPRO_Large/training/\. Nothing was extracted\.")
+    with pytest.raises(ImrestoreError, match=expected):
         acquire(config("gopro", f"file://{tmp_path / 'bad.zip'}", sha), tmp_path / "raw" / "gopro", progress=False)
     assert not (tmp_path / "raw" / "gopro").exists()
+
+
+def test_a_decompression_bomb_in_the_dataset_layout_is_refused_unextracted(tmp_path):
+    """The reported case: one member of zeros named GOPRO_Large/train/zeros.bin, with its correct sha256."""
+    bomb = tmp_path / "GOPRO_Large.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        with zf.open("GOPRO_Large/train/zeros.bin", "w") as member:
+            for _ in range(64):
+                member.write(bytes(1 << 20))
+    sha = hashlib.sha256(bomb.read_bytes()).hexdigest()
+    with pytest.raises(ImrestoreError, match=r"member 'GOPRO_Large/train/zeros\.bin' expands to 64\.0 MiB .*max_ratio"):
+        acquire(config("gopro", str(bomb), sha), tmp_path / "raw" / "gopro", progress=False)
+    assert not (tmp_path / "raw").exists() or list((tmp_path / "raw").iterdir()) == []
+
+
+def test_a_stray_file_in_place_of_the_sequences_is_named_in_full(tmp_path):
+    archive = tmp_path / "GOPRO_Large.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("GOPRO_Large/train/zeros.bin", b"\0" * 1000)
+    sha = hashlib.sha256(archive.read_bytes()).hexdigest()
+    with pytest.raises(ImrestoreError, match=r"found GOPRO_Large/train/zeros\.bin\. Nothing was extracted"):
+        acquire(config("gopro", str(archive), sha), tmp_path / "raw" / "gopro", progress=False)
+
+
+def test_an_archive_larger_than_the_dataset_cap_names_the_param(tmp_path):
+    files = write_gopro(tmp_path / "upstream")
+    sha = zip_tree(files, tmp_path / "GOPRO_Large.zip")
+    section = {"source": str(tmp_path / "GOPRO_Large.zip"), "sha256": sha, "max_unpacked_gib": 1e-6}
+    with pytest.raises(ImrestoreError, match=r"above the limit of 1\.0 KiB.*download\.gopro\.max_unpacked_gib in params\.yaml"):
+        acquire(SourceConfig.from_params("gopro", section), tmp_path / "raw" / "gopro", progress=False)
+
+
+def test_an_unquoted_digit_hash_in_params_says_to_quote_it():
+    with pytest.raises(ImrestoreError, match=r"download\.gopro\.sha256 must be a quoted string .* found the int 123"):
+        SourceConfig.from_params("gopro", {"source": "https://example.org/a.zip", "sha256": 123})
 
 
 def test_hostile_archive_is_refused_and_leaves_nothing(tmp_path):

@@ -11,9 +11,12 @@ hostile or broken:
   and `tarfile` without a filter writes them verbatim; neither tells the user anything. We refuse instead of
   rewriting: a dataset archive that needs these tricks is not one to guess about.
 * Special files: device nodes and FIFOs have no place in a dataset, and a reader that opens one can hang.
-* Decompression bombs: a few kilobytes that expand until `build/` fills the disk. The declared sizes and the
-  member count are checked up front, and the bytes actually written are counted too, because a declared size
-  is only a number in a header.
+* Decompression bombs: a few kilobytes that expand until `build/` fills the disk. Before anything is
+  written, the member count, the declared total and the expansion ratios (each zip member's, and the whole
+  archive's against its size on disk) are checked, and so is the layout the member names promise; while
+  writing, the bytes actually produced are counted against the same limits, because a declared size is only
+  a number in a header. Datasets of images barely compress (PNG is already deflated), so a ratio far above
+  1 is a bomb, not a dataset.
 * Truncation and corruption: an interrupted download is by far the most common failure. It must read as
   "download it again", not as a `zlib.error` traceback.
 
@@ -47,6 +50,10 @@ from imrestore.progress import byte_columns, new_progress
 # fills a disk. Callers pass tighter limits when they know the archive.
 DEFAULT_MAX_TOTAL_BYTES = 256 * 1024**3
 DEFAULT_MAX_MEMBERS = 2_000_000
+# Uncompressed : compressed. PNG datasets sit near 1:1 and text files rarely pass 20:1; zeros deflate at
+# about 1000:1. Members under MIN_RATIO_CHECK_BYTES are exempt: a small index file may compress very well.
+DEFAULT_MAX_RATIO = 100.0
+MIN_RATIO_CHECK_BYTES = 1024**2
 
 SUPPORTED_FORMATS = "zip, tar, tar.gz/tgz, tar.bz2, tar.xz"
 
@@ -95,19 +102,41 @@ def extract_archive(
     *,
     max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES,
     max_members: int = DEFAULT_MAX_MEMBERS,
+    max_ratio: float = DEFAULT_MAX_RATIO,
+    check_names: Callable[[Sequence[str]], None] | None = None,
+    limit_name: str = "max_total_bytes",
     progress: bool = True,
 ) -> int:
     """Extract zip / tar / tar.gz / tgz / tar.bz2 / tar.xz `archive` into the existing empty directory `dest`.
 
+    `limit_name` is what messages call `max_total_bytes`: the setting a user would raise.
+    `check_names` sees every member's vetted path ('a/b/c', directories as 'a/b/') before anything is
+    written, and raises to refuse the archive: this is where a caller checks the layout it expects.
     Returns the number of regular files written (hardlinks count, symlinks and directories do not). Raises
     ImrestoreError on anything unsafe or broken; see the module docstring for what that covers.
     """
     archive, dest = Path(archive), Path(dest)
     _check_empty_dir(dest)
     mode = _detect_format(archive)
+    limits = _Limits(max_total_bytes, max_members, max_ratio, archive.stat().st_size, check_names, limit_name)
     if mode == "zip":
-        return _extract_zip(archive, dest, max_total_bytes, max_members, progress)
-    return _extract_tar(archive, mode, dest, max_total_bytes, max_members, progress)
+        return _extract_zip(archive, dest, limits, progress)
+    return _extract_tar(archive, mode, dest, limits, progress)
+
+
+@dataclass(frozen=True)
+class _Limits:
+    max_total_bytes: int
+    max_members: int
+    max_ratio: float
+    archive_bytes: int
+    check_names: Callable[[Sequence[str]], None] | None
+    limit_name: str
+
+    @property
+    def output_bytes(self) -> int:
+        """The most bytes extraction may write: the absolute cap, or the ratio times the archive's size."""
+        return min(self.max_total_bytes, max(int(self.archive_bytes * self.max_ratio), MIN_RATIO_CHECK_BYTES))
 
 
 # --- formats --------------------------------------------------------------------------------------------
@@ -144,16 +173,18 @@ def _detect_format(archive: Path) -> str:
     )
 
 
-def _extract_zip(archive: Path, dest: Path, max_total_bytes: int, max_members: int, progress: bool) -> int:
+def _extract_zip(archive: Path, dest: Path, limits: _Limits, progress: bool) -> int:
     with _reading(archive):
         zf = zipfile.ZipFile(archive)
     with zf:
         infos = zf.infolist()
-        if len(infos) > max_members:
-            raise _too_many_members(archive, infos[max_members].filename, max_members)
+        if len(infos) > limits.max_members:
+            raise _too_many_members(archive, infos[limits.max_members].filename, limits.max_members)
         members = [_zip_member(archive, zf, info) for info in infos]
-        total = _vet(archive, members, max_total_bytes)
-        return _write_all(archive, dest, members, lambda m: zf.open(m.source), total, max_total_bytes, progress)
+        for info in infos:  # zip, unlike tar, records each member's compressed size
+            _check_ratio(archive, info.filename, info.file_size, info.compress_size, limits.max_ratio)
+        total = _vet(archive, members, limits)
+        return _write_all(archive, dest, members, lambda m: zf.open(m.source), total, limits, progress)
 
 
 def _zip_member(archive: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> _Member:
@@ -183,19 +214,15 @@ def _read_zip_symlink(archive: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo)
         return os.fsdecode(stream.read(_MAX_SYMLINK_TARGET_BYTES + 1))
 
 
-def _extract_tar(
-    archive: Path, mode: str, dest: Path, max_total_bytes: int, max_members: int, progress: bool
-) -> int:
+def _extract_tar(archive: Path, mode: str, dest: Path, limits: _Limits, progress: bool) -> int:
     with _reading(archive):
         tar = tarfile.open(archive, mode)
     with tar:
-        members = _read_tar_headers(archive, tar, max_members, progress)
-        total = _vet(archive, members, max_total_bytes)
+        members = _read_tar_headers(archive, tar, limits.max_members, progress)
+        total = _vet(archive, members, limits)
         for member in members:
             _check_with_tarfile_filter(archive, member.source, dest)
-        return _write_all(
-            archive, dest, members, lambda m: tar.extractfile(m.source), total, max_total_bytes, progress
-        )
+        return _write_all(archive, dest, members, lambda m: tar.extractfile(m.source), total, limits, progress)
 
 
 def _read_tar_headers(archive: Path, tar: tarfile.TarFile, max_members: int, progress: bool) -> list[_Member]:
@@ -260,10 +287,13 @@ def _is_absolute(path: str) -> bool:
     return path.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", path) is not None
 
 
-def _vet(archive: Path, members: Sequence[_Member], max_total_bytes: int) -> int:
+def _vet(archive: Path, members: Sequence[_Member], limits: _Limits) -> int:
     """Check the whole archive before anything is written; return the declared number of bytes."""
-    total = _check_declared_total(archive, members, max_total_bytes)
+    total = _check_declared_total(archive, members, limits.max_total_bytes, limits.limit_name)
+    _check_ratio(archive, None, total, limits.archive_bytes, limits.max_ratio)
     _check_tree(archive, members)
+    if limits.check_names is not None:
+        limits.check_names(["/".join(m.parts) + ("/" if m.kind == _DIR else "") for m in members if m.parts])
     symlinks = {m.parts: tuple(_link_target_parts(archive, m)) for m in members if m.kind == _SYMLINK}
     written: set[tuple[str, ...]] = set()
     for member in members:
@@ -276,7 +306,7 @@ def _vet(archive: Path, members: Sequence[_Member], max_total_bytes: int) -> int
     return total
 
 
-def _check_declared_total(archive: Path, members: Sequence[_Member], limit: int) -> int:
+def _check_declared_total(archive: Path, members: Sequence[_Member], limit: int, limit_name: str) -> int:
     files = [m for m in members if m.kind == _FILE]
     total = sum(m.size for m in files)
     if total > limit:
@@ -284,10 +314,24 @@ def _check_declared_total(archive: Path, members: Sequence[_Member], limit: int)
         raise ImrestoreError(
             f"refusing to extract {archive}: its members declare {_describe_bytes(total)} uncompressed "
             f"(largest: member {largest.name!r}, {_describe_bytes(largest.size)}), above the limit of "
-            f"{_describe_bytes(limit)} (max_total_bytes). This looks like a decompression bomb; raise "
-            "max_total_bytes only if the dataset really is that large. Nothing was extracted."
+            f"{_describe_bytes(limit)} ({limit_name}). This looks like a decompression bomb; raise "
+            f"{limit_name} only if the dataset really is that large. Nothing was extracted."
         )
     return total
+
+
+def _check_ratio(archive: Path, member: str | None, size: int, compressed: int, limit: float) -> None:
+    """Refuse a member (or, with member None, the whole archive) that expands more than `limit` times."""
+    if size < MIN_RATIO_CHECK_BYTES or size <= limit * max(compressed, 1):
+        return
+    what = f"member {member!r} expands" if member else "its members expand"
+    source = "stored" if member else "the whole archive's"
+    raise ImrestoreError(
+        f"refusing to extract {archive}: {what} to {_describe_bytes(size)} from {_describe_bytes(compressed)} "
+        f"{source}, a ratio of {size / max(compressed, 1):,.0f}:1, above the limit of {limit:,.0f}:1 "
+        "(max_ratio). Image datasets barely compress, so this looks like a decompression bomb. "
+        "Nothing was extracted."
+    )
 
 
 def _check_tree(archive: Path, members: Sequence[_Member]) -> None:
@@ -390,17 +434,23 @@ def _resolve_inside(
 class _ByteBudget:
     """Counts bytes as they are written. Declared sizes are header fields; this is what actually fills disks."""
 
-    def __init__(self, archive: Path, limit: int) -> None:
-        self.archive, self.limit, self.spent = archive, limit, 0
+    def __init__(self, archive: Path, limits: _Limits) -> None:
+        self.archive, self.limits, self.spent = archive, limits, 0
 
-    def spend(self, member: str, n: int) -> None:
+    def spend(self, member: _Member, written: int, n: int) -> None:
+        """Count `n` more bytes of `member`, of which `written` were written before."""
         self.spent += n
-        if self.spent > self.limit:
-            raise ImrestoreError(
-                f"stopped extracting {self.archive}: while writing member {member!r} the output passed the limit "
-                f"of {_describe_bytes(self.limit)} (max_total_bytes) although the archive declared less. Its "
-                "headers lie about the sizes; treat it as a decompression bomb."
-            )
+        if written + n > member.size:
+            passed = f"its declared size of {_describe_bytes(member.size)}"
+        elif self.spent > self.limits.output_bytes:
+            passed = (f"the limit of {_describe_bytes(self.limits.output_bytes)} ({self.limits.limit_name}, or max_ratio "
+                      f"{self.limits.max_ratio:,.0f} times the archive's {_describe_bytes(self.limits.archive_bytes)})")
+        else:
+            return
+        raise ImrestoreError(
+            f"stopped extracting {self.archive}: member {member.name!r} produced more than {passed}. Its headers "
+            "lie about the sizes; treat it as a decompression bomb. Nothing was kept."
+        )
 
 
 def _write_all(
@@ -409,10 +459,10 @@ def _write_all(
     members: Sequence[_Member],
     open_data: Callable[[_Member], IO[bytes] | None],
     total: int,
-    max_total_bytes: int,
+    limits: _Limits,
     progress: bool,
 ) -> int:
-    budget = _ByteBudget(archive, max_total_bytes)
+    budget = _ByteBudget(archive, limits)
     files = 0
     with new_progress(*byte_columns(), enabled=progress) as bar:
         task = bar.add_task(f"Extracting {archive.name}", total=total)
@@ -455,7 +505,7 @@ def _write_file(
                 chunk = source.read(_CHUNK_BYTES)
             if not chunk:
                 break
-            budget.spend(member.name, len(chunk))
+            budget.spend(member, written, len(chunk))
             target.write(chunk)
             written += len(chunk)
             advance(len(chunk))

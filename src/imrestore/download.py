@@ -18,10 +18,15 @@ servers that are slow, drop connections and sometimes move files. Each behaviour
 - Errors that waiting cannot fix (401, 403, 404, 410 and other 4xx, certificate failures) fail at once,
   with a message that says what the user can do.
 - The sha256 is computed while the bytes arrive (and once over a `.part` left by an earlier run), so
-  verifying a 9 GB archive does not cost a second pass over the disk. A mismatch deletes the `.part`:
-  resuming a wrong file cannot make it right. A missing pin keeps the complete `.part` and reports its
-  hash, because the pipeline must never use data whose identity is not pinned in params.yaml, and the
-  user should not have to download the file twice to pin it.
+  verifying a 9 GB archive does not cost a second pass over the disk. A missing pin keeps the complete
+  `.part` and reports its hash, because the pipeline must never use data whose identity is not pinned in
+  params.yaml, and the user should not have to download the file twice to pin it.
+- Downloaded bytes are never deleted for disagreeing with the pin, because the pin may be the thing that is
+  wrong: one mistyped character would otherwise cost a 9 GB download, twice. A finished download whose
+  hash differs is kept as `<dest>.sha256-<its hash>` (a name that says what it holds, and that a resumed
+  download will not append to), and `dest`, which only ever holds a file that matched an earlier pin, is
+  left where it is and nothing is downloaded. The error names each file and its hash; pinning that hash
+  uses the file with no download, and moving it aside makes the next run download afresh.
 - Free space is checked before writing when the size is known, so a full disk is reported up front, with
   numbers, rather than as a write error after an hour.
 """
@@ -93,8 +98,9 @@ def download(
 ) -> Path:
     """Download `url` to `dest` (the final name), verify it against `sha256`, and return `dest`.
 
-    Returns at once, without a request, when `dest` or a complete `<dest>.part` already has the pinned
-    hash; a `dest` with another hash is removed and downloaded again. `retries` is how many attempts may
+    Returns at once, without a request, when `dest`, a complete `<dest>.part` or a kept
+    `<dest>.sha256-<pin>` already has the pinned hash; a `dest` with another hash is kept and refused,
+    without a download (see the module docstring). `retries` is how many attempts may
     fail in a row before giving up; an attempt that adds bytes beyond the most seen so far starts the
     count afresh. The n-th retry in a row waits `backoff_s * 2**n` seconds (or the server's Retry-After,
     up to a minute). `timeout_s` bounds the connect and every read. With `sha256=None` the file is
@@ -113,8 +119,10 @@ def download(
     dest.parent.mkdir(parents=True, exist_ok=True)
     with _progress_display(progress) as bar:
         if dest.is_file():
-            if _already_verified(url, dest, expected, bar):
-                return dest
+            _check_verified_copy(url, dest, expected, bar)
+            return dest
+        if expected is not None and _adopt_kept_copy(dest, expected, bar):
+            return dest
         with _PartFile(dest.with_name(dest.name + PART_SUFFIX), bar, chunk_bytes) as part:
             if expected is not None and part.size > 0 and part.hexdigest() == expected:
                 os.replace(part.path, dest)  # an earlier run finished the body but not the rename
@@ -163,6 +171,11 @@ def _check_url(url: str) -> None:
 def _check_sha256(sha256: str | None, url: str) -> str | None:
     if sha256 is None:
         return None
+    if not isinstance(sha256, str):
+        raise ImrestoreError(
+            f"the sha256 pinned for {url} must be a quoted string of 64 hexadecimal characters, got the "
+            f"{type(sha256).__name__} {sha256!r}: YAML reads an unquoted hash of digits as a number, so quote it"
+        )
     normalised = str(sha256).strip().lower()
     if not _SHA256_HEX.match(normalised):
         raise ImrestoreError(
@@ -173,18 +186,37 @@ def _check_sha256(sha256: str | None, url: str) -> str | None:
     return normalised
 
 
-def _already_verified(url: str, dest: Path, expected: str | None, bar: _Bar) -> bool:
-    """True when `dest` is the pinned file. A `dest` that is not is removed: it must not pass as a result."""
+def _check_verified_copy(url: str, dest: Path, expected: str | None, bar: _Bar) -> None:
+    """Return when `dest` is the pinned file; otherwise say what it is and keep it (it matched a pin once)."""
     actual = _hash_file(dest, hashlib.sha256(), bar, f"verifying {dest.name}").hexdigest()
     if expected is None:
         raise ImrestoreError(
             f"no sha256 pinned for {url}; {dest} exists and has sha256 {actual}. If you trust this source, "
             "pin it in params.yaml and run again"
         )
-    if actual == expected:
-        return True
-    remove(dest)
-    return False
+    if actual != expected:
+        raise ImrestoreError(
+            f"the sha256 pinned for {url} is {expected}, but {dest}, the copy an earlier run downloaded and "
+            f"verified, has sha256 {actual}. Nothing was downloaded or deleted. If the pin has a typo, pin "
+            f"{actual} again; if the publisher replaced the file, move {dest} aside and run again to download "
+            "the new one"
+        )
+
+
+def kept_copy(dest: Path, sha256: str) -> Path:
+    """Where a finished download whose hash disagreed with the pin is kept: named by the hash it has."""
+    return dest.with_name(f"{dest.name}.sha256-{sha256}")
+
+
+def _adopt_kept_copy(dest: Path, expected: str, bar: _Bar) -> bool:
+    """Use a download kept earlier under its own hash, now that the pin names that hash (checked again)."""
+    kept = kept_copy(dest, expected)
+    if not kept.is_file():
+        return False
+    if _hash_file(kept, hashlib.sha256(), bar, f"verifying {kept.name}").hexdigest() != expected:
+        return False  # its name lies (edited by hand?): leave it alone and download
+    os.replace(kept, dest)
+    return True
 
 
 # ------------------------------------------------------------------------------------------ the .part file
@@ -324,7 +356,8 @@ def _fetch_with_retries(
             if failures_in_a_row >= retries:
                 raise ImrestoreError(f"could not download {url} after {attempts} attempts: {err}") from None
             delay = _retry_delay(backoff_s, failures_in_a_row - 1, err.retry_after_s)
-            bar.note(f"{err}; retrying in {delay:.1f} s (attempt {attempts + 1}, resuming at byte {part.size})")
+            where = f"resuming at byte {part.size:,}" if part.size else "from the start"
+            bar.note(f"{err}; retrying in {delay:.1f} s (attempt {attempts + 1}, {where})")
             time.sleep(delay)
 
 
@@ -419,12 +452,13 @@ def _verify_and_rename(url: str, part: _PartFile, dest: Path, expected: str | No
             "twice)"
         )
     if actual != expected:
-        size = part.size
-        part.delete()  # resuming a wrong file cannot make it right
+        kept = kept_copy(dest, actual)
+        os.replace(part.path, kept)  # out of the way of the next download, which must not append to it
         raise ImrestoreError(
-            f"checksum mismatch for {url}: expected sha256 {expected}, got {actual} ({size} bytes); the "
-            "download was deleted. If the file at this URL changed on purpose, confirm the new hash with the "
-            "dataset's publisher before pinning it"
+            f"checksum mismatch: expected sha256 {expected}, got {actual} ({part.size:,} bytes), kept as {kept}. "
+            f"If the pin has a typo and {actual} is right, pin that and run again: the kept file is used "
+            "without a download. If not, confirm the hash with the dataset's publisher; deleting the kept "
+            "file is then safe"
         )
     os.replace(part.path, dest)
     return dest

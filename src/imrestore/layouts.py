@@ -11,6 +11,7 @@ SIDD:   SIDD_Small_sRGB_Only/Data/<NNNN_SSS_CC_IIIII_TTTTT_LLLL_B>/{GT,NOISY}_SR
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,7 +81,7 @@ def layout_root(raw_dir: Path, dataset: str) -> Path:
 
 def find_layout_root(extracted: Path, dataset: str, max_depth: int = 3) -> Path:
     """Find the dataset's top folder in a freshly extracted archive, which may wrap it in extra folders."""
-    names = {GOPRO_ROOT} if dataset == "gopro" else set(SIDD_ROOTS)
+    names = _root_names(dataset)
     frontier = [extracted]
     for _ in range(max_depth + 1):
         for folder in frontier:
@@ -91,29 +92,94 @@ def find_layout_root(extracted: Path, dataset: str, max_depth: int = 3) -> Path:
 
 
 def check_layout(root: Path, dataset: str) -> None:
-    """Fail early, with the expected pattern, when `root` is not the upstream layout."""
+    """Fail early, with the expected pattern, when `root` (a folder on disk) is not the upstream layout."""
+    paths = [p.relative_to(root.parent).as_posix() + ("/" if p.is_dir() else "") for p in root.rglob("*")]
+    _check_tree(_Tree.of(paths), root.name, dataset)
+
+
+def check_member_layout(names: Sequence[str], dataset: str, max_depth: int = 3) -> None:
+    """`check_layout` for an archive before it is extracted, judged from its member paths ('a/b/c').
+
+    The archive may wrap the dataset's top folder in up to `max_depth` folders, as `find_layout_root` allows.
+    Refusing here means a wrong archive writes nothing, however large it would have expanded.
+    """
+    tree = _Tree.of(names)
+    roots = _root_names(dataset)
+    frontier = [""]
+    for _ in range(max_depth + 1):
+        for folder in frontier:
+            if folder.rpartition("/")[2] in roots and folder in tree.children:
+                return _check_tree(tree, folder, dataset)
+        frontier = [child for folder in frontier for child in tree.subfolders(folder)]
+    raise ImrestoreError(
+        f"expected {' or '.join(sorted(roots))}/ in the archive, found {tree.listing('')}; "
+        f"the {dataset} source must unpack to the upstream layout (README, 'Real data')"
+    )
+
+
+def _root_names(dataset: str) -> set[str]:
+    if dataset not in DATASETS:
+        raise ImrestoreError(f"unknown dataset {dataset!r}: expected one of {', '.join(DATASETS)}")
+    return {GOPRO_ROOT} if dataset == "gopro" else set(SIDD_ROOTS)
+
+
+@dataclass
+class _Tree:
+    """Folders and what they hold, from relative paths; a folder is anything that holds something."""
+
+    children: dict[str, set[str]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, paths: Sequence[str]) -> _Tree:
+        tree = cls()
+        for path in paths:
+            parts = [part for part in path.split("/") if part]
+            for depth in range(len(parts)):
+                parent = "/".join(parts[:depth])
+                tree.children.setdefault(parent, set()).add("/".join(parts[: depth + 1]))
+            if path.endswith("/"):  # a folder, even an empty one
+                tree.children.setdefault("/".join(parts), set())
+        return tree
+
+    def is_folder(self, path: str) -> bool:
+        return path in self.children
+
+    def subfolders(self, folder: str) -> list[str]:
+        return sorted(child for child in self.children.get(folder, ()) if self.is_folder(child))
+
+    def listing(self, folder: str, limit: int = 8) -> str:
+        """What `folder` holds, as paths from the top (so `GOPRO_Large/train/zeros.bin`, not `zeros.bin`)."""
+        names = sorted(c + ("/" if self.is_folder(c) else "") for c in self.children.get(folder, ()))
+        if not names:
+            return f"nothing in {folder or 'the top folder'}/" if self.is_folder(folder) else f"no folder {folder}/"
+        shown = ", ".join(names[:limit])
+        return shown + (f", … ({len(names) - limit} more)" if len(names) > limit else "")
+
+
+def _check_tree(tree: _Tree, root: str, dataset: str) -> None:
+    """The upstream layout's rules, on a `_Tree` whose top folder is `root` (a path within the tree)."""
     if dataset == "gopro":
         for split in GOPRO_SPLITS:
-            sequences = sorted(p for p in (root / split).glob("*") if p.is_dir())
+            split_dir = f"{root}/{split}"
+            sequences = tree.subfolders(split_dir)
             if not sequences:
-                raise ImrestoreError(f"expected {GOPRO_ROOT}/{split}/<SEQUENCE>/sharp, found {_listing(root)}")
+                found = tree.listing(split_dir if tree.is_folder(split_dir) else root)
+                raise ImrestoreError(f"expected {split_dir}/<SEQUENCE>/{{{','.join(GOPRO_FOLDERS)}}}/, found {found}")
             for seq in sequences:
-                missing = [f for f in GOPRO_FOLDERS if not (seq / f).is_dir()]
+                missing = [f for f in GOPRO_FOLDERS if not tree.is_folder(f"{seq}/{f}")]
                 if missing:
                     raise ImrestoreError(
-                        f"expected {GOPRO_ROOT}/{split}/*/{{{','.join(GOPRO_FOLDERS)}}}, "
-                        f"found {seq.relative_to(root.parent)} without {', '.join(missing)} "
-                        f"(it has {_listing(seq)})"
+                        f"expected {root}/{split}/*/{{{','.join(GOPRO_FOLDERS)}}}, found {seq} without "
+                        f"{', '.join(missing)} (it holds {tree.listing(seq)})"
                     )
     elif dataset == "sidd":
-        data = root / "Data"
-        instances = sorted(p for p in data.glob("*") if p.is_dir()) if data.is_dir() else []
+        instances = tree.subfolders(f"{root}/Data")
         if not instances:
-            raise ImrestoreError(f"expected {root.name}/Data/<scene instance>/GT_SRGB_010.PNG, found {_listing(root)}")
-        for inst in instances:
-            SiddInstance.parse(inst.name)
+            raise ImrestoreError(f"expected {root}/Data/<scene instance>/GT_SRGB_010.PNG, found {tree.listing(root)}")
+        for instance in instances:
+            SiddInstance.parse(instance.rpartition("/")[2])
     else:
-        raise ImrestoreError(f"unknown dataset {dataset!r}: expected one of {', '.join(DATASETS)}")
+        _root_names(dataset)  # raises: unknown dataset
 
 
 def list_pairs(root: Path, dataset: str, gopro_input: str = "blur") -> list[Pair]:

@@ -33,6 +33,10 @@ SAMPLE_PHOTOS_DIR = Path("data/sample_photos")
 DOWNLOAD_CACHE = Path(os.environ.get("IMRESTORE_DOWNLOAD_CACHE", "downloads"))
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 _SAMPLE_CONFIGS = {"gopro": GoproSampleConfig, "sidd": SiddSampleConfig}
+# The most an archive may unpack to, in GiB, unless `download.<dataset>.max_unpacked_gib` says otherwise:
+# about twice the published archives (GOPRO_Large.zip about 9 GB, SIDD_Small_sRGB_Only.zip about 6 GB; their
+# PNGs do not compress further), so a real dataset fits and a decompression bomb stops well short of a disk.
+DEFAULT_MAX_UNPACKED_GIB = {"gopro": 20.0, "sidd": 16.0}
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,7 @@ class SourceConfig:
     sha256: str | None = None
     mirrors: tuple[str, ...] = ()
     sample: dict[str, Any] = field(default_factory=dict)
+    max_unpacked_gib: float = 16.0
 
     @classmethod
     def from_params(cls, dataset: str, section: dict[str, Any]) -> SourceConfig:
@@ -52,17 +57,27 @@ class SourceConfig:
             raise ImrestoreError(f"unknown dataset {dataset!r}: expected one of {', '.join(layouts.DATASETS)}")
         if not isinstance(section, dict):
             raise ImrestoreError(f"params.yaml: {where} must be a mapping, found {section!r}")
-        reject_unknown(section, {"source", "sha256", "mirrors", "sample"}, where)
+        reject_unknown(section, {"source", "sha256", "mirrors", "sample", "max_unpacked_gib"}, where)
         source = section.get("source")
         if not isinstance(source, str) or not source.strip():
             raise ImrestoreError(f"params.yaml: {where}.source must be 'sample', a URL or a path, found {source!r}")
         sha = section.get("sha256")
-        if sha is not None and not (isinstance(sha, str) and _SHA256.match(sha)):
-            raise ImrestoreError(f"params.yaml: {where}.sha256 must be 64 hex digits, found {sha!r}")
+        if sha is not None and not isinstance(sha, str):
+            raise ImrestoreError(
+                f"params.yaml: {where}.sha256 must be a quoted string of 64 hex digits, found the "
+                f"{type(sha).__name__} {sha!r}: YAML reads an unquoted hash of digits as a number, so quote it"
+            )
+        if sha is not None and not _SHA256.match(sha):
+            raise ImrestoreError(f"params.yaml: {where}.sha256 must be 64 hex digits, found {sha!r} ({len(sha)} characters)")
+        cap = section.get("max_unpacked_gib")
+        cap = DEFAULT_MAX_UNPACKED_GIB[dataset] if cap is None else cap
+        if isinstance(cap, bool) or not isinstance(cap, (int, float)) or not cap > 0:
+            raise ImrestoreError(f"params.yaml: {where}.max_unpacked_gib must be a number of GiB above 0, found {cap!r}")
         mirrors = section.get("mirrors") or []
         if not isinstance(mirrors, list) or not all(isinstance(m, str) for m in mirrors):
             raise ImrestoreError(f"params.yaml: {where}.mirrors must be a list of URLs, found {mirrors!r}")
-        return cls(dataset, source.strip(), sha.lower() if sha else None, tuple(mirrors), section.get("sample") or {})
+        return cls(dataset, source.strip(), sha.lower() if sha else None, tuple(mirrors), section.get("sample") or {},
+                   float(cap))
 
     def sample_config(self) -> GoproSampleConfig | SiddSampleConfig:
         return _SAMPLE_CONFIGS[self.dataset].from_params(self.sample, f"download.{self.dataset}.sample")
@@ -86,6 +101,13 @@ class SourceConfig:
         return Path(urllib.parse.unquote(parsed.path)) if parsed.scheme == "file" else Path(self.source)
 
 
+def _check_member_layout(archive: Path, names: list[str], config: SourceConfig) -> None:
+    try:
+        layouts.check_member_layout(names, config.dataset)
+    except ImrestoreError as error:
+        raise ImrestoreError(f"refusing to extract {archive}: {error}. Nothing was extracted.") from error
+
+
 def expected_pairs(config: SourceConfig) -> dict[str, int]:
     """How many pairs per split the source must yield: the sample knows; real data has published counts."""
     if config.kind == "sample":
@@ -104,7 +126,7 @@ def acquire(config: SourceConfig, out_dir: Path, progress: bool = True) -> Path:
             _synthesize(config, staging)
         elif config.kind == "url":
             archive = _fetch(config, progress)
-            _unpack(archive, staging, config.dataset, progress)
+            _unpack(archive, staging, config, progress)
         else:
             _from_local(config, staging, progress)
         root = layouts.layout_root(staging, config.dataset)
@@ -134,7 +156,7 @@ def _fetch(config: SourceConfig, progress: bool) -> Path:
         except ImrestoreError as exc:
             if config.sha256 is None:
                 raise  # nothing to verify a mirror against: the user must pin the hash first
-            failures.append(f"  {url}: {exc}")
+            failures.append(f"  {exc}" if url in str(exc) else f"  {url}: {exc}")
     raise ImrestoreError(f"could not download {config.dataset} from any source:\n" + "\n".join(failures))
 
 
@@ -155,14 +177,18 @@ def _from_local(config: SourceConfig, staging: Path, progress: bool) -> None:
         )
     if actual != config.sha256:
         raise ImrestoreError(f"checksum mismatch for {path}: expected sha256 {config.sha256}, got {actual}")
-    _unpack(path, staging, config.dataset, progress)
+    _unpack(path, staging, config, progress)
 
 
-def _unpack(archive: Path, staging: Path, dataset: str, progress: bool) -> None:
-    """Extract next to the output, then move the upstream root to the top of `staging`."""
+def _unpack(archive: Path, staging: Path, config: SourceConfig, progress: bool) -> None:
+    """Extract next to the output, then move the upstream root to the top of `staging`.
+
+    The layout is judged from the member names, and the size from the headers, before a byte is written."""
     extracted = staging / ".extracted"
     extracted.mkdir()
-    extract_archive(archive, extracted, progress=progress)
-    root = layouts.find_layout_root(extracted, dataset)
+    extract_archive(archive, extracted, max_total_bytes=int(config.max_unpacked_gib * 1024**3),
+                    limit_name=f"download.{config.dataset}.max_unpacked_gib in params.yaml",
+                    check_names=lambda names: _check_member_layout(archive, names, config), progress=progress)
+    root = layouts.find_layout_root(extracted, config.dataset)
     os.replace(root, staging / root.name)
     shutil.rmtree(extracted)
