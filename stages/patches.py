@@ -9,23 +9,21 @@ from pathlib import Path
 from imrestore.errors import exit_on_error
 from imrestore.layouts import DATASETS
 from imrestore.manifest import read_manifest
-from imrestore.params import load_params, reject_unknown, require_int, section, stage_argument
+from imrestore.params import load_params, section, stage_argument
 from imrestore.download import sha256_file
-from imrestore.patches import build_patch_cache
+from imrestore.patches import build_patch_cache, patch_geometry
 
 
 @exit_on_error
 def main(dataset: str) -> None:
     where = f"patches.{dataset}"
     settings = section(load_params(), where)
-    reject_unknown(settings, {"size", "step", "thresh_size"}, where)
-    geometry = {"size": require_int(settings, "size", where, 1), "step": require_int(settings, "step", where, 1),
-                "thresh_size": require_int(settings, "thresh_size", where, 0)}
+    geometry = patch_geometry(settings, where)
     split_path = Path("build/splits") / f"{dataset}.csv"
     table = read_manifest(split_path)
     subsets = [s for s in ("train", "val") if s == "train" or (table["subset"] == s).any()]
     meta = build_patch_cache(table, Path("build/patches") / dataset, **geometry, subsets=subsets,
-                             params=geometry, split_sha256=sha256_file(split_path))
+                             params=settings, split_sha256=sha256_file(split_path))
     counts = {name: info["count"] for name, info in meta["subsets"].items()}
     print(f"{dataset}: {counts} patches of {geometry['size']}²")
 

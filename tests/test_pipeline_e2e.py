@@ -21,7 +21,7 @@ TINY_SAMPLE = {
     "gopro": {"train_sequences": 2, "test_sequences": 1, "frames_per_sequence": 3, "width": 160, "height": 96},
     "sidd": {"scenes": 4, "instances_per_scene": 2, "width": 64, "height": 64},
 }
-TINY_PATCHES = {"gopro": {"size": 64, "step": 48}, "sidd": {"size": 32, "step": 16}}
+TINY_PATCHES = {"gopro": {"crop_size": 64, "step": 48}, "sidd": {"crop_size": 32, "step": 16}}
 TINY_MODEL = {"blocks": 1, "features": 8}
 TINY_TRAINING = {"max_steps": 4, "steps_per_epoch": 2, "crop": 32, "batch_size": 2, "num_workers": 0}
 TINY_EVALUATE = {"tile": 64, "overlap": 16, "comparisons": 1,
@@ -184,6 +184,36 @@ def test_the_sidd_benchmark_is_evaluated_once_its_files_are_in_data(pipeline):
     sh("dvc", "repro", "evaluate@denoise", cwd=pipeline)
     benchmark = json.loads((pipeline / "metrics/denoise.json").read_text())["benchmarks"]["sidd_validation"]
     assert benchmark["n_images"] == 4 and all(math.isfinite(benchmark[key]) for key in METRIC_KEYS)
+
+
+def set_param(repo: Path, path: str, value) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    *parents, key = path.split(".")
+    section = params
+    for name in parents:
+        section = section[name]
+    section[key] = value
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def test_a_changed_patch_size_rebuilds_the_cache_and_a_stale_cache_is_refused(pipeline):
+    """DVC's run-cache drops params named `size` from its key; `crop_size` is seen (treeverse/dvc#10296)."""
+    cache_json = pipeline / "build/patches/sidd/cache.json"
+    original = TINY_PATCHES["sidd"]["crop_size"]
+    set_param(pipeline, "patches.sidd.crop_size", 24)
+    rebuilt = sh("dvc", "repro", "patches@sidd", cwd=pipeline)
+    assert "Running stage 'patches@sidd'" in rebuilt.stdout
+    assert json.loads(cache_json.read_text())["size"] == 24
+
+    set_param(pipeline, "patches.sidd.crop_size", original)  # the run-cache gives back the original cache
+    sh("dvc", "repro", "patches@sidd", cwd=pipeline)
+    assert json.loads(cache_json.read_text())["size"] == original
+    set_param(pipeline, "patches.sidd.crop_size", 24)  # params changed behind DVC's back: training says so
+    refused = sh("python", "stages/train.py", "denoise", cwd=pipeline, check=False)
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert f"records patches cut with crop_size {original} (params.yaml: 24)" in refused.stderr
+    set_param(pipeline, "patches.sidd.crop_size", original)
+    assert json.loads(sh("dvc", "status", "--json", cwd=pipeline).stdout) == {}
 
 
 def test_an_invalid_dataset_stops_the_pipeline_naming_the_file(pipeline, tmp_path):

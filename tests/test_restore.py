@@ -54,13 +54,13 @@ def test_restore_a_file_matches_the_library(tmp_path, weights):
 
 def test_restore_a_folder_mirrors_it_and_reports_unreadable_files(tmp_path, weights):
     photo(tmp_path / "in" / "a.png")
-    photo(tmp_path / "in" / "nested" / "b.png", mode="L")  # greyscale comes out as RGB
+    photo(tmp_path / "in" / "nested" / "b.png", mode="L")  # greyscale comes out as greyscale
     (tmp_path / "in" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     result = imrestore("restore", "in", "--task", "denoise", "--weights", str(weights), "--out", "out", cwd=tmp_path)
     assert result.returncode == 1
     assert "broken.png" in result.stderr and "not a readable image" in result.stderr
     assert np.asarray(Image.open(tmp_path / "out" / "a.png")).shape == (60, 84, 3)
-    assert np.asarray(Image.open(tmp_path / "out" / "nested" / "b.png")).shape == (60, 84, 3)
+    assert np.asarray(Image.open(tmp_path / "out" / "nested" / "b.png")).shape == (60, 84)
     assert not (tmp_path / "out" / "broken.png").exists()
 
 
@@ -106,3 +106,122 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
     torch.save({"hyper_parameters": {"model": TINY_MODEL}, "state_dict": {}, "evil": Payload()}, tmp_path / "x.ckpt")
     with pytest.raises(ImrestoreError, match="cannot be loaded safely"):
         load_weights(tmp_path / "x.ckpt")
+
+
+# --- every kind of image: the fixture's network is the identity (its tail starts at zero), so what comes out
+# must be what went in, at the input's bit depth, unless a printed note says otherwise.
+
+def restore_one(tmp_path, source: Path, weights: Path) -> tuple[subprocess.CompletedProcess, Path]:
+    result = imrestore("restore", str(source), "--task", "denoise", "--weights", str(weights), "--out", "out",
+                       "--tile", "32", "--overlap", "8", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    return result, tmp_path / "out" / source.with_suffix(".png").name
+
+
+def ramp16(height=40, width=52, channels=None) -> np.ndarray:
+    """Values over the whole 16-bit range, most of them above 255 (which 8-bit handling clips to white)."""
+    values = np.linspace(0, 65535, height * width * (channels or 1)).round().astype(np.uint16)
+    return values.reshape((height, width) if channels is None else (height, width, channels))
+
+
+def test_a_16_bit_grey_png_is_restored_and_written_at_16_bits(tmp_path, weights):
+    source = tmp_path / "grey16.png"
+    Image.fromarray(ramp16()).save(source)
+    assert Image.open(source).mode == "I;16"
+    _, out = restore_one(tmp_path, source, weights)
+    written = Image.open(out)
+    assert written.mode == "I;16"
+    np.testing.assert_array_equal(np.asarray(written), ramp16())
+
+
+def test_a_16_bit_rgb_tiff_is_restored_and_written_as_a_16_bit_rgb_png(tmp_path, weights):
+    import tifffile
+
+    source = tmp_path / "colour16.tif"
+    tifffile.imwrite(source, ramp16(channels=3))
+    _, out = restore_one(tmp_path, source, weights)
+    data = out.read_bytes()
+    assert data[24:26] == bytes([16, 2])  # IHDR: bit depth 16, colour type RGB
+    np.testing.assert_array_equal(np.asarray(Image.open(out)), (ramp16(channels=3) >> 8).astype(np.uint8))
+    np.testing.assert_array_equal(decode_unfiltered_png16(data, 3), ramp16(channels=3))
+
+
+def decode_unfiltered_png16(data: bytes, channels: int) -> np.ndarray:
+    import struct
+    import zlib
+
+    width, height = struct.unpack(">II", data[16:24])
+    idat_length = struct.unpack(">I", data[33:37])[0]
+    assert data[37:41] == b"IDAT"
+    rows = np.frombuffer(zlib.decompress(data[41:41 + idat_length]), np.uint8).reshape(height, -1)
+    assert (rows[:, 0] == 0).all()  # filter type None on every row
+    return rows[:, 1:].copy().view(">u2").reshape(height, width, channels).astype(np.uint16)
+
+
+def test_a_16_bit_rgb_png_is_restored_from_its_top_8_bits_and_says_so(tmp_path, weights):
+    from imrestore.user_images import encode_png16
+
+    source = tmp_path / "colour16.png"
+    source.write_bytes(encode_png16(ramp16(channels=3)))
+    result, out = restore_one(tmp_path, source, weights)
+    assert "a 16-bit colour PNG, which Pillow decodes to 8 bits" in result.stdout
+    np.testing.assert_array_equal(np.asarray(Image.open(out)), (ramp16(channels=3) >> 8).astype(np.uint8))
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA"])
+def test_alpha_is_kept_unchanged(tmp_path, weights, mode):
+    source = photo(tmp_path / f"{mode}.png", mode=mode.replace("A", "") or "RGB")
+    image = Image.open(source).convert(mode)
+    alpha = np.tile(np.linspace(0, 255, 84).astype(np.uint8), (60, 1))
+    image.putalpha(Image.fromarray(alpha))
+    image.save(source)
+    _, out = restore_one(tmp_path, source, weights)
+    written = Image.open(out)
+    assert written.mode == mode
+    np.testing.assert_array_equal(np.asarray(written), np.asarray(image))
+
+
+def test_palette_and_cmyk_images_are_converted_with_a_note(tmp_path, weights):
+    palette = photo(tmp_path / "in" / "palette.png", mode="P")
+    cmyk = tmp_path / "in" / "print.jpg"
+    Image.open(photo(tmp_path / "rgb.png")).convert("CMYK").save(cmyk, quality=95)
+    result = imrestore("restore", "in", "--task", "denoise", "--weights", str(weights), "--out", "out",
+                       "--tile", "32", "--overlap", "8", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "in/palette.png: a palette image, restored and written as RGB\n" in result.stdout
+    assert "CMYK (converted without a colour profile)" in result.stdout
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / "palette.png")),
+                                  np.asarray(Image.open(palette).convert("RGB")))
+    assert Image.open(tmp_path / "out" / "print.png").mode == "RGB"
+
+
+def test_an_exif_rotated_jpeg_comes_out_upright(tmp_path, weights):
+    source = tmp_path / "phone.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # the camera was turned: display rotated 90° clockwise
+    Image.open(photo(tmp_path / "rgb.png")).save(source, exif=exif, quality=95)
+    result, out = restore_one(tmp_path, source, weights)
+    assert "turned upright as its EXIF orientation (6) asks" in result.stdout
+    assert Image.open(out).size == (60, 84)  # width × height: the 84 × 60 photo stood up
+
+
+def test_outputs_respect_the_umask(tmp_path, weights):
+    source = photo(tmp_path / "shot.png")
+    env_umask = "umask 027 && "
+    result = subprocess.run(["sh", "-c", env_umask + f"'{IMRESTORE}' restore '{source}' --task denoise --weights "
+                             f"'{weights}' --out out --tile 32 --overlap 8"], cwd=tmp_path, capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out" / "shot.png").stat().st_mode & 0o777 == 0o640  # was 0600: mkstemp's own
+
+
+def test_mistakes_are_named_before_anything_heavy_is_loaded(tmp_path):
+    missing = imrestore("restore", "nope.png", "--task", "denoise", "--out", "o", cwd=tmp_path)
+    assert missing.returncode == 1 and missing.stderr.strip() == "error: nope.png: no such file or folder"
+    source = photo(tmp_path / "shot.png")
+    no_model = imrestore("restore", str(source), "--task", "denoise", "--out", "o", cwd=tmp_path)
+    assert "no trained denoise model in models/denoise/ (where it is looked for without --weights)" in no_model.stderr
+    assert "--weights models/denoise" not in no_model.stderr
+    typo = imrestore("restore", str(source), "--task", "denoise", "--weights", "modles/denoise", "--out", "o",
+                     cwd=tmp_path)
+    assert "--weights modles/denoise does not exist" in typo.stderr

@@ -174,3 +174,17 @@ def test_the_training_run_exports_ema_weights_resumes_only_itself(tmp_path):
     changed = {**params, "model": {**TINY_MODEL, "blocks": 2}}
     fresh = train("denoise", changed, **dirs)  # another configuration: starts afresh, never loads the old one
     assert fresh.trainer.global_step == 4 and load_network(tmp_path / "model").config.blocks == 2
+
+
+def test_training_refuses_a_patch_cache_cut_with_other_geometry_than_params(tmp_path):
+    """DVC once served a stale cache for a changed patch size; training now checks what it is given."""
+    from imrestore.training import train
+
+    cache = noisy_cache(tmp_path / "sidd", size=24)
+    params = {"model": TINY_MODEL, "train": {"max_steps": 1, "crop": 16, "batch_size": 2, "num_workers": 0},
+              "patches": {"sidd": {"crop_size": 32, "step": 16, "thresh_size": 0}}}
+    with pytest.raises(ImrestoreError, match=r"sidd/cache\.json records patches cut with crop_size 24 \(params\.yaml: "
+                                             r"32\).*Run `dvc repro patches@sidd` to rebuild it"):
+        train("denoise", params, cache_dir=cache, checkpoint_dir=tmp_path / "ckpt", model_dir=tmp_path / "model",
+              live_dir=None)
+    assert not (tmp_path / "model").exists()

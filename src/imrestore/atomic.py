@@ -17,13 +17,37 @@ from pathlib import Path
 TMP_PREFIX = ".tmp-"
 
 
+def current_umask() -> int:
+    """The process umask, from /proc where Linux shows it; elsewhere POSIX can only read it by setting it
+    (which would race with other threads creating files), so that is the fallback."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _tmp_sibling(final: Path, is_dir: bool) -> Path:
+    """A fresh temporary beside `final`, with the permissions `final` would get if created directly.
+
+    mkstemp / mkdtemp create 0600 / 0700 (right for secrets, wrong for results): the file or folder that
+    replaces `final` must respect the umask like any other file the user's tools write.
+    """
     final.parent.mkdir(parents=True, exist_ok=True)
     prefix = f"{TMP_PREFIX}{final.name}-"
     if is_dir:
-        return Path(tempfile.mkdtemp(prefix=prefix, dir=final.parent))
+        path = Path(tempfile.mkdtemp(prefix=prefix, dir=final.parent))
+        path.chmod(0o777 & ~current_umask())
+        return path
     fd, name = tempfile.mkstemp(prefix=prefix, dir=final.parent)
-    os.close(fd)
+    try:
+        os.fchmod(fd, 0o666 & ~current_umask())
+    finally:
+        os.close(fd)
     return Path(name)
 
 

@@ -100,6 +100,8 @@ def _validate(args: argparse.Namespace) -> None:
 
 
 def _restore(args: argparse.Namespace) -> None:
+    if not Path(args.source).exists():  # before torch is imported: a typo is answered at once
+        raise ImrestoreError(f"{args.source}: no such file or folder")
     from imrestore.inference import InferenceConfig
     from imrestore.restore import restore_files
 
@@ -108,6 +110,8 @@ def _restore(args: argparse.Namespace) -> None:
                                          where="restore: --")
     report = restore_files(args.source, args.out, args.task, weights=args.weights, config=config,
                            device=args.device)
+    for image, notes in report.notes.items():
+        print(f"{image}: {'; '.join(notes)}")
     print(f"restored {len(report.written)} image(s) into {args.out}")
     if report.failed:
         raise ImrestoreError(f"{len(report.failed)} image(s) could not be read and were skipped:\n"

@@ -49,10 +49,22 @@ def section(params: dict[str, Any], dotted: str) -> Any:
     return node
 
 
+# Keys that were renamed, and why: a user's params.yaml or `-S` written for the old name gets told.
+RENAMED_KEYS = {
+    "size": ("crop_size", "DVC's run-cache ignores every param named `size`, so a changed `size` was silently "
+                          "served from the cache (treeverse/dvc#10296)"),
+}
+
+
 def reject_unknown(mapping: dict[str, Any], allowed: set[str], where: str) -> None:
     unknown = sorted(set(mapping) - allowed)
-    if unknown:
-        raise ImrestoreError(f"params.yaml: unknown key {where}.{unknown[0]}; expected one of {', '.join(sorted(allowed))}")
+    if not unknown:
+        return
+    key = unknown[0]
+    if key in RENAMED_KEYS and RENAMED_KEYS[key][0] in allowed:
+        new, why = RENAMED_KEYS[key]
+        raise ImrestoreError(f"params.yaml: {where}.{key} is now {where}.{new}: {why}")
+    raise ImrestoreError(f"params.yaml: unknown key {where}.{key}; expected one of {', '.join(sorted(allowed))}")
 
 
 def stage_argument(choices: tuple[str, ...], name: str = "dataset") -> str:

@@ -36,7 +36,7 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -46,6 +46,7 @@ from imrestore import atomic
 from imrestore.download import sha256_file
 from imrestore.errors import ImrestoreError
 from imrestore.manifest import default_workers, read_rgb8
+from imrestore.params import reject_unknown, require_int
 from imrestore.progress import progress_bar
 
 CACHE_FORMAT = 1
@@ -148,6 +149,30 @@ class PatchCache:
 
 
 # --------------------------------------------------------------------------------------------- building
+
+
+def patch_geometry(settings: dict[str, Any], where: str) -> dict[str, int]:
+    """The `patches.<dataset>` params as `build_patch_cache` keywords: {size, step, thresh_size}.
+
+    The side is `crop_size` in params.yaml (BasicSR's name), never `size`: DVC's run-cache drops every param
+    of that name from its key, so a changed `size` would be served an old cache without a word.
+    """
+    reject_unknown(settings, {"crop_size", "step", "thresh_size"}, where)
+    return {"size": require_int(settings, "crop_size", where, 1), "step": require_int(settings, "step", where, 1),
+            "thresh_size": require_int(settings, "thresh_size", where, 0)}
+
+
+def check_geometry_matches(meta: dict[str, Any], settings: dict[str, Any], cache_dir: Path, where: str) -> None:
+    """Refuse a cache cut with other geometry than params.yaml asks for (it was built by another config)."""
+    wanted = patch_geometry(settings, where)
+    found = {key: meta.get(key) for key in wanted}
+    if found != wanted:
+        differ = ", ".join(f"{'crop_size' if k == 'size' else k} {found[k]} (params.yaml: {wanted[k]})"
+                           for k in wanted if found[k] != wanted[k])
+        raise ImrestoreError(
+            f"{cache_dir}/cache.json records patches cut with {differ}: the cache is not what {where} asks for. "
+            f"Run `dvc repro patches@{Path(cache_dir).name}` to rebuild it"
+        )
 
 
 def crop_positions(length: int, size: int, step: int, thresh_size: int) -> list[int]:

@@ -542,7 +542,6 @@ def write_report(base: str, rev: str | None = None, exp: str | None = None, out:
 
     out = (cwd / out).resolve()
     with atomic_dir(out) as tmp:
-        tmp.chmod(0o755)  # a temporary directory is private; the report is not
         noise = seed_noise(snapshots)
         done = [_task_section(task, *snapshots, params, noise, tmp) for task in TASKS]
         sections = [line for _, section in done for line in section]

@@ -6,7 +6,9 @@
 Weights are an exported model folder (models/<task>/: model.pt + config.json, what `dvc pull` fetches) or a
 Lightning checkpoint of a training run; both load with `weights_only=True`, so a weights file can hold
 tensors and plain values only, never code. A folder is walked recursively and its layout is mirrored under
-the output folder. An unreadable image is reported and skipped; the command then exits non-zero.
+the output folder. An unreadable image is reported and skipped; the command then exits non-zero. Grey,
+16-bit, alpha, palette, CMYK and EXIF-rotated images are handled as `user_images` describes, and whatever is
+converted or reduced is reported beside the image.
 """
 
 from __future__ import annotations
@@ -16,17 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from PIL import Image
 
-from imrestore import atomic
 from imrestore.errors import ImrestoreError
 from imrestore.inference import InferenceConfig, prepare_network, resolve_device, restore_images
 from imrestore.layouts import TASKS
-from imrestore.manifest import load_rgb8
-from imrestore.metrics import quantize
 from imrestore.models.network import RestorationNet
 from imrestore.models.weights import load_network, network_from
 from imrestore.progress import progress_bar
+from imrestore.user_images import read_user_image, write_user_image
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 CHECKPOINT_PREFIX = "net."  # RestorationModule keeps the network as `self.net`
@@ -36,18 +35,20 @@ CHECKPOINT_PREFIX = "net."  # RestorationModule keeps the network as `self.net`
 class RestoreReport:
     written: list[Path] = field(default_factory=list)
     failed: dict[Path, str] = field(default_factory=dict)
+    notes: dict[Path, list[str]] = field(default_factory=dict)  # what was converted or reduced, per input
 
 
 def load_weights(weights: Path, map_location: str | torch.device = "cpu") -> RestorationNet:
     """An exported model folder (or its model.pt) or a Lightning checkpoint (.ckpt), as a network."""
     weights = Path(weights)
+    if not weights.exists():
+        raise ImrestoreError(f"--weights {weights} does not exist; expected a model folder (model.pt + "
+                             "config.json) or a Lightning checkpoint (.ckpt)")
     if weights.is_dir() or weights.name == "model.pt":
         return load_network(weights if weights.is_dir() else weights.parent, map_location)
     if weights.suffix != ".ckpt":
         raise ImrestoreError(f"--weights {weights}: expected a model folder (model.pt + config.json) or a "
                              f"Lightning checkpoint (.ckpt)")
-    if not weights.is_file():
-        raise ImrestoreError(f"--weights {weights}: no such file")
     try:
         checkpoint = torch.load(weights, map_location=map_location, weights_only=True)
         model = checkpoint["hyper_parameters"]["model"]
@@ -90,7 +91,13 @@ def restore_files(source: Path, out_dir: Path, task: str, weights: Path | None =
     clobbered = [str(image) for image, target in targets.items() if target.resolve() == image.resolve()]
     if clobbered:
         raise ImrestoreError(f"--out {out_dir} would overwrite the input {clobbered[0]}; choose another folder")
-    weights = Path(weights) if weights is not None else Path("models") / task
+    if weights is None:
+        weights = Path("models") / task
+        if not (weights / "model.pt").is_file():
+            raise ImrestoreError(
+                f"no trained {task} model in {weights}/ (where it is looked for without --weights): run "
+                f"`dvc repro train@{task}` or `dvc pull` in the repository, or pass --weights")
+    weights = Path(weights)
     net = load_weights(weights)
     trained_for = json.loads((weights / "config.json").read_text()).get("task") if weights.is_dir() else None
     if trained_for not in (None, task):
@@ -102,15 +109,19 @@ def restore_files(source: Path, out_dir: Path, task: str, weights: Path | None =
     with progress_bar(f"restore ({task})", total=len(images), unit="images", enabled=progress) as advance:
         for image_path, target in targets.items():
             try:
-                pixels = load_rgb8(image_path)
+                image = read_user_image(image_path)
             except ImrestoreError as error:
                 report.failed[image_path] = str(error)
                 advance(1)
                 continue
-            batch = torch.from_numpy(pixels.copy()).permute(2, 0, 1)[None].float().div(255)  # PIL arrays are read-only
-            restored = quantize(restore_images(net, batch, config))[0].permute(1, 2, 0).cpu().numpy()
-            with atomic.atomic_file(target) as tmp:  # a half-written PNG never appears under its final name
-                Image.fromarray(restored).save(tmp, format="PNG")
+            batch = torch.from_numpy(image.rgb).permute(2, 0, 1)[None]
+            restored = restore_images(net, batch, config)[0].float()
+            if not torch.isfinite(restored).all():
+                raise ImrestoreError(f"{image_path}: the network returned non-finite values; the weights in "
+                                     f"{weights} are broken (retrain, or restore with other weights)")
+            write_user_image(target, restored.permute(1, 2, 0).cpu().numpy(), image)
+            if image.notes:
+                report.notes[image_path] = image.notes
             report.written.append(target)
             advance(1)
     return report

@@ -302,7 +302,7 @@ def train(task: str, params: dict, cache_dir: Path, checkpoint_dir: Path, model_
 
     `callbacks` join the Trainer's own (benchmarks/training_curve.py measures the test PSNR through one)."""
     from imrestore.datamodule import RestorationDataModule
-    from imrestore.patches import read_meta
+    from imrestore.patches import check_geometry_matches, read_meta
 
     if task not in TASKS:
         raise ImrestoreError(f"unknown task {task!r}: expected one of {', '.join(TASKS)}")
@@ -315,6 +315,9 @@ def train(task: str, params: dict, cache_dir: Path, checkpoint_dir: Path, model_
     if settings.compile:
         module.net = torch.compile(module.net)
     cache = read_meta(Path(cache_dir))  # also a clear error when the cache is missing
+    geometry = (params.get("patches") or {}).get(TASKS[task])
+    if geometry is not None:  # the stage passes all of params.yaml; a cache cut otherwise is refused
+        check_geometry_matches(cache, geometry, Path(cache_dir), f"patches.{TASKS[task]}")
     val_crop = min(settings.val_crop, cache["size"]) if settings.val_crop else None
     data = RestorationDataModule(cache_dir, crop=settings.crop, batch_size=settings.batch_size, val_crop=val_crop,
                                  steps_per_epoch=settings.steps_per_epoch, num_workers=settings.num_workers,
