@@ -73,7 +73,7 @@ def run(tmp_path: Path, params: dict, weights: Path, split: Path, task: str = "d
 
 def test_evaluation_writes_metrics_table_comparisons_and_benchmark(tmp_path):
     split = write_pairs(tmp_path / "pairs", count=4)
-    write_sidd_validation(tmp_path / "benchmarks", images=2, blocks=3, size=32)
+    write_sidd_validation(tmp_path / "benchmarks" / "sidd", images=2, blocks=3, size=32)
     weights = export_network(tmp_path / "model")
     metrics = run(tmp_path, params_for(tmp_path), weights, split)
 

@@ -288,3 +288,20 @@ def test_a_failed_build_leaves_the_previous_cache_untouched(split, tmp_path):
     assert {p.name: p.read_bytes() for p in (tmp_path / "cache").iterdir()} == before
     assert not list(tmp_path.glob(".tmp-*"))
     PatchCache(tmp_path / "cache", "train", verify="full")
+
+
+def test_a_patch_larger_than_an_image_names_the_param_to_lower(split):
+    too_big = max(split["input_width"].max(), split["input_height"].max()) + 1
+    with pytest.raises(ImrestoreError, match=rf"the patch size {too_big}x{too_big} does not fit the image.*lower "
+                                             r"patches\.gopro\.crop_size$"):
+        plan_patches(split.assign(dataset="gopro"), too_big, 8, thresh_size=0)
+
+
+def test_the_patch_side_is_crop_size_and_the_old_name_is_explained():
+    from imrestore.patches import patch_geometry
+
+    assert patch_geometry({"crop_size": 64, "step": 32, "thresh_size": 0}, "patches.sidd") == {
+        "size": 64, "step": 32, "thresh_size": 0}
+    with pytest.raises(ImrestoreError, match=r"patches\.sidd\.size is now patches\.sidd\.crop_size: DVC's run-cache "
+                                             r"ignores every param named `size`"):
+        patch_geometry({"size": 64, "step": 32, "thresh_size": 0}, "patches.sidd")

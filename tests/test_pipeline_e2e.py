@@ -179,8 +179,10 @@ def test_an_experiment_runs_beside_the_baseline_and_the_report_shows_the_change(
 def test_the_sidd_benchmark_is_evaluated_once_its_files_are_in_data(pipeline):
     from mat_builders import write_sidd_validation
 
-    write_sidd_validation(pipeline / "data" / "benchmarks", images=2, blocks=2, size=32)
+    write_sidd_validation(pipeline / "data" / "benchmarks" / "sidd", images=2, blocks=2, size=32)
     sh("dvc", "add", "data", cwd=pipeline)  # how real benchmark files enter the pipeline (README, "Real data")
+    stale = json.loads(sh("dvc", "status", "--json", cwd=pipeline).stdout)
+    assert sorted(stale) == ["evaluate@denoise"]  # SIDD's files are no reason to evaluate the deblurrer again
     sh("dvc", "repro", "evaluate@denoise", cwd=pipeline)
     benchmark = json.loads((pipeline / "metrics/denoise.json").read_text())["benchmarks"]["sidd_validation"]
     assert benchmark["n_images"] == 4 and all(math.isfinite(benchmark[key]) for key in METRIC_KEYS)
@@ -230,6 +232,7 @@ def test_an_invalid_dataset_stops_the_pipeline_naming_the_file(pipeline, tmp_pat
     assert failed.returncode != 0
     shown = victim.relative_to(broken).as_posix()
     assert f"build/raw/sidd/{shown}: input must be a readable, fully decodable image" in failed.stderr
+    assert "validate@gopro may not have run yet; `dvc repro --keep-going` also runs" in failed.stderr
     assert "Traceback" not in failed.stderr
     assert not (pipeline / "build/manifest/sidd.csv").exists()
     assert "validate@sidd" in json.loads(sh("dvc", "status", "--json", cwd=pipeline).stdout)

@@ -25,6 +25,8 @@ from imrestore.testsets import (
     find_sidd_validation,
     load_sidd_validation,
     read_mat_array,
+    sidd_benchmark_folder,
+    write_benchmark_readmes,
 )
 
 NOISY_KEY, GT_KEY = Path(NOISY_NAME).stem, Path(GT_NAME).stem
@@ -255,3 +257,17 @@ def test_a_missing_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(ImrestoreError, match="found nothing") as error:
         load_sidd_validation(tmp_path / NOISY_NAME, tmp_path / GT_NAME)
     assert str(tmp_path / NOISY_NAME) in str(error.value)
+
+
+def test_sidd_files_left_outside_their_folder_are_refused_not_ignored(tmp_path: Path) -> None:
+    write_benchmark_readmes(tmp_path)
+    assert sidd_benchmark_folder(tmp_path) == tmp_path / "sidd"
+    assert find_sidd_validation(tmp_path / "sidd") is None  # the READMEs alone are no benchmark
+    noisy_path, _ = write_sidd_validation(tmp_path, images=1, blocks=1, size=16)  # where they used to go
+    with pytest.raises(ImrestoreError, match=re.escape(f"{noisy_path}: SIDD's validation files belong in "
+                                                       f"{tmp_path / 'sidd'}/, the folder evaluate@denoise reads")):
+        sidd_benchmark_folder(tmp_path)
+    for path in (noisy_path, tmp_path / GT_NAME):
+        path.rename(tmp_path / "sidd" / path.name)
+    assert sidd_benchmark_folder(tmp_path) == tmp_path / "sidd"
+    assert find_sidd_validation(tmp_path / "sidd") is not None

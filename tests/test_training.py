@@ -188,3 +188,29 @@ def test_training_refuses_a_patch_cache_cut_with_other_geometry_than_params(tmp_
         train("denoise", params, cache_dir=cache, checkpoint_dir=tmp_path / "ckpt", model_dir=tmp_path / "model",
               live_dir=None)
     assert not (tmp_path / "model").exists()
+
+
+def test_an_unknown_train_key_lists_every_allowed_key_including_optim():
+    from imrestore.training import TrainSettings
+
+    with pytest.raises(ImrestoreError, match=r"unknown key train\.learning_rate; expected one of .*\boptim\b"):
+        TrainSettings.from_params({"learning_rate": 1e-3}, "denoise")
+
+
+def test_a_training_run_says_nothing_a_user_cannot_act_on_and_titles_its_epochs(tmp_path, caplog):
+    import warnings
+
+    from imrestore.training import _step_progress_bar, train
+
+    cache = noisy_cache(tmp_path / "cache")
+    params = {"model": TINY_MODEL, "train": {"max_steps": 4, "steps_per_epoch": 2, "crop": 16, "batch_size": 2,
+                                             "num_workers": 0}}
+    caplog.set_level("INFO")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        module = train("denoise", params, cache_dir=cache, checkpoint_dir=tmp_path / "ckpt",
+                       model_dir=tmp_path / "m", live_dir=None)
+    assert not [r for r in caplog.records if "Tip:" in r.getMessage()]
+    assert not [w for w in caught if "LeafSpec" in str(w.message)]
+    [bar] = [c for c in module.trainer.callbacks if type(c).__name__ == type(_step_progress_bar()).__name__]
+    assert bar._get_train_description(0) == "Epoch 1/2"  # Lightning's own: "Epoch 0/-2" (max_epochs=-1)

@@ -99,5 +99,5 @@ def test_wrong_pair_count_and_unknown_camera_fail_the_expectations(tmp_path):
     folder = next((root / "Data").iterdir())
     folder.rename(folder.with_name(folder.name.replace("_S6_", "_ZZ_")))
     message = failure(tmp_path, "sidd", root, expected={"all": 160})
-    assert "split all: split all holds 160 pairs (found 3)" in message
+    assert "split all: expected 160 pairs, as validate.sidd.expected_pairs says (found 3)" in message
     assert "camera is one of SIDD's GP, IP, S6, N6, G4 (found ZZ)" in message

@@ -50,6 +50,7 @@ def prepare_data() -> str:
     data.dvc: recording new raw data is the user's `dvc add data`.
     """
     from imrestore.sample import materialise_photos
+    from imrestore.testsets import write_benchmark_readmes
 
     if not DATA_DVC.is_file():
         raise ImrestoreError(f"{DATA_DVC} not found: run from the repository root")
@@ -65,6 +66,7 @@ def prepare_data() -> str:
                 f"the raw data from the remote, or `dvc add data` to record data/ as it is now"
             )
         materialise_photos(DATA_DIR)
+        write_benchmark_readmes(DATA_DIR / "benchmarks")
         how = "copied from scikit-image"
         if not _data_matches_dvc_file():
             raise ImrestoreError(

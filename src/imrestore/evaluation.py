@@ -36,7 +36,7 @@ from imrestore.models.network import count_parameters
 from imrestore.models.weights import load_network
 from imrestore.params import reject_unknown, section
 from imrestore.progress import progress_bar
-from imrestore.testsets import find_sidd_validation, load_sidd_validation
+from imrestore.testsets import find_sidd_validation, load_sidd_validation, sidd_benchmark_folder
 
 PANEL_WIDTH = 480  # comparison panels are downscaled to this width: a page of them stays a few MB
 BLOCK_BATCH = 16  # SIDD validation blocks (256²) per forward pass
@@ -50,7 +50,7 @@ class EvaluateSettings:
     comparisons: int = 3
     max_images: int | None = None
     device: str = "auto"
-    benchmarks: Path | None = Path("data/benchmarks")
+    benchmarks: Path = Path("data/benchmarks")  # one folder per dataset below it (testsets.BENCHMARK_READMES)
 
     @classmethod
     def from_params(cls, params: dict[str, Any], task: str) -> EvaluateSettings:
@@ -70,10 +70,13 @@ class EvaluateSettings:
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < minimum):
                 raise ImrestoreError(f"params.yaml: {where}.{key} must be an integer ≥ {minimum}, found {value!r}")
         benchmarks = settings.get("benchmarks", "data/benchmarks")
+        if not isinstance(benchmarks, str) or not benchmarks.strip():
+            raise ImrestoreError(f"params.yaml: {where}.benchmarks must be a folder (default data/benchmarks), "
+                                 f"found {benchmarks!r}")
         return cls(inference=InferenceConfig.from_params(settings, f"params.yaml: {where}"), baselines=names,
                    crop_border=settings.get("crop_border", 0), comparisons=settings.get("comparisons", 3),
                    max_images=settings.get("max_images"), device=str(settings.get("device", "auto")),
-                   benchmarks=Path(benchmarks) if benchmarks else None)
+                   benchmarks=Path(benchmarks))
 
 
 def select_test_pairs(split_csv: Path, max_images: int | None = None) -> pd.DataFrame:
@@ -246,8 +249,8 @@ def evaluate(task: str, params: dict[str, Any], weights_dir: Path, split_csv: Pa
                 advance(1)
         pd.DataFrame(rows).to_csv(out / "per_image.csv", index=False, float_format="%.6f")
         test_seconds, test_megapixels = restorer.seconds, restorer.megapixels
-        benchmarks = (evaluate_sidd_validation(restorer, settings.benchmarks, settings.crop_border, progress)
-                      if task == "denoise" and settings.benchmarks is not None else {})
+        benchmarks = (evaluate_sidd_validation(restorer, sidd_benchmark_folder(settings.benchmarks),
+                                               settings.crop_border, progress) if task == "denoise" else {})
         baselines = evaluate_baselines(task, settings.baselines, pairs, settings.crop_border, progress)
         source = section(params, f"download.{dataset}.source")
         config = net.config

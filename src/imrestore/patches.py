@@ -204,9 +204,10 @@ def _plan(table: pd.DataFrame, size: int, step: int, thresh_size: int) -> tuple[
     for row, (width, height, path) in enumerate(zip(widths, heights, table["input_path"])):
         if (width, height) not in grids:
             if size > width or size > height:
+                param = f"patches.{table['dataset'].iloc[0]}.crop_size" if "dataset" in table else "the patch size"
                 raise ImrestoreError(
                     f"{path}: the patch size {size}x{size} does not fit the image, which is {width}x{height} "
-                    "(width x height); expected images at least as large as the patch: lower the patch size")
+                    f"(width x height); expected images at least as large as the patch: lower {param}")
             grid_y, grid_x = np.meshgrid(crop_positions(height, size, step, thresh_size),
                                          crop_positions(width, size, step, thresh_size), indexing="ij")
             grids[width, height] = grid_x.ravel(), grid_y.ravel()

@@ -53,6 +53,44 @@ def _find_files(folder: Path, names: tuple[str, ...]) -> dict[str, list[Path]]:
     return {name: sorted(paths.values()) for name, paths in found.items()}
 
 
+# Each dataset's benchmark files have their own folder under `evaluate.benchmarks` (data/benchmarks), so
+# that each evaluate stage depends on its own folder only (dvc.yaml): adding SIDD's two .mat files re-runs
+# evaluate@denoise and leaves evaluate@deblur alone, which on real GoPro is hours of CPU. DVC needs a
+# dependency to exist, so `imrestore data` keeps a README in each.
+BENCHMARK_READMES = {
+    "gopro": "GoPro has no benchmark files apart from its test split, which the pipeline evaluates already.\n"
+             "This folder exists because evaluate@deblur depends on it (dvc.yaml); keep it.\n",
+    "sidd": "Put SIDD's sRGB validation benchmark here: ValidationNoisyBlocksSrgb.mat and\n"
+            "ValidationGtBlocksSrgb.mat. Then `dvc add data`; the next `dvc repro` re-runs evaluate@denoise only\n"
+            "and scores all 1280 blocks (README, \"Real data\").\n",
+}
+
+
+def write_benchmark_readmes(benchmarks: Path) -> None:
+    """Make `benchmarks/<dataset>/README.md` hold its text (untouched when it does already)."""
+    from imrestore import atomic
+
+    for dataset, text in BENCHMARK_READMES.items():
+        readme = Path(benchmarks) / dataset / "README.md"
+        if not (readme.is_file() and readme.read_text(encoding="utf-8") == text):
+            atomic.write_text(readme, text)
+
+
+def sidd_benchmark_folder(benchmarks: Path) -> Path:
+    """`benchmarks/sidd`, where evaluate@denoise looks; refuses SIDD files left anywhere else below `benchmarks`
+    (where versions before the per-dataset folders looked), since they would be ignored without a word."""
+    folder = Path(benchmarks) / "sidd"
+    if Path(benchmarks).is_dir():
+        for paths in _find_files(Path(benchmarks), SIDD_VALIDATION_FILES).values():
+            for path in paths:
+                if folder.resolve() not in path.resolve().parents:
+                    raise ImrestoreError(
+                        f"{path}: SIDD's validation files belong in {folder}/, the folder evaluate@denoise reads "
+                        f"(and the only one it depends on); move them there and run `dvc add data`"
+                    )
+    return folder
+
+
 def find_sidd_validation(folder: Path) -> tuple[Path, Path] | None:
     """(noisy, gt) paths of the SIDD validation files in `folder` or anywhere below it; None if neither is there.
 

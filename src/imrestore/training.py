@@ -11,8 +11,10 @@ Trainer's (see `build_trainer`); batches are the data module's.
 from __future__ import annotations
 
 import hashlib
+import logging
 import json
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -226,7 +228,7 @@ class TrainSettings:
         overrides = PRESETS[preset].get(task, {})
         optim = {**(section.pop("optim", None) or {}), **overrides.get("optim", {})}
         section.update({k: v for k, v in overrides.items() if k != "optim"})
-        allowed = {f.name for f in fields(cls)}
+        allowed = {f.name for f in fields(cls)} | {"optim"}  # optim is read above; listed so messages name it
         reject_unknown(section, allowed, "train")
         settings = cls(**section)
         for key in ("crop", "batch_size", "max_steps", "steps_per_epoch", "num_nodes"):
@@ -268,17 +270,48 @@ def _dvclive_logger(live_dir: Path):
     return StepZeroDVCLiveLogger(dir=str(live_dir), save_dvc_exp=False, dvcyaml=False, resume=True)
 
 
+def _step_progress_bar() -> L.Callback:
+    """Lightning's rich bar, titled by epochs of this run: training is bounded by max_steps (max_epochs=-1),
+    for which Lightning's own title reads `Epoch 1/-2`."""
+    from lightning.pytorch.callbacks import RichProgressBar
+
+    class StepBoundedProgressBar(RichProgressBar):
+        def _get_train_description(self, current_epoch: int) -> str:
+            per_epoch = self.trainer.num_training_batches
+            epochs = math.ceil(self.trainer.max_steps / per_epoch) if per_epoch not in (0, math.inf) else "?"
+            return f"Epoch {current_epoch + 1}/{epochs}"
+
+    return StepBoundedProgressBar()
+
+
+class _DropLightningTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith("💡 Tip:")
+
+
+_DROP_LIGHTNING_TIPS = _DropLightningTips()
+
+
+def _quiet_lightning() -> None:
+    """Lightning 2.6 advertises a cloud logger on every run, and its pytree helper trips a deprecation warning
+    of newer torch on every step's output; neither is anything a user can act on."""
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).addFilter(_DROP_LIGHTNING_TIPS)  # the same object: added once however often
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+
+
 def build_trainer(settings: TrainSettings, checkpoint_dir: Path, live_dir: Path | None,
                   callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
     """The Trainer owns devices, precision, distribution, checkpoints and logging; `callbacks` come first."""
-    from lightning.pytorch.callbacks import EMAWeightAveraging, LearningRateMonitor, ModelCheckpoint, RichProgressBar
+    from lightning.pytorch.callbacks import EMAWeightAveraging, LearningRateMonitor, ModelCheckpoint
 
+    _quiet_lightning()
     cuda = _cuda_run(settings)
     callbacks = [
         *callbacks,
         # str, not Path: checkpoints must load with weights_only=True, which refuses pathlib objects
         ModelCheckpoint(dirpath=str(checkpoint_dir), save_last=True, save_top_k=0, every_n_epochs=1),
-        RichProgressBar(),
+        _step_progress_bar(),
     ]
     if settings.ema_decay > 0:
         callbacks.append(EMAWeightAveraging(decay=settings.ema_decay))

@@ -166,7 +166,7 @@ def expectation_suite(dataset: str, expected_pairs: dict[str, int]) -> list[tupl
         splits.append(("splits", described(
             gxe.ExpectColumnValuesToBeBetween(column="pairs", min_value=count, max_value=count,
                                               row_condition=Column("split") == split),
-            f"split {split} holds {count} pairs")))
+            f"expected {count} pairs, as validate.{dataset}.expected_pairs says")))
     pairs = [
         gxe.ExpectColumnValuesToBeUnique(column="input_sha256",
                                          description="no two pairs share the same input content"),
