@@ -10,7 +10,7 @@ from pathlib import Path
 from imrestore.errors import exit_on_error
 from imrestore.evaluation import evaluate
 from imrestore.params import load_params, stage_argument
-from imrestore.training import TASKS
+from imrestore.layouts import TASKS
 
 
 @exit_on_error

@@ -242,14 +242,16 @@ def _cuda_run(settings: TrainSettings) -> bool:
     return settings.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
 
 
+TRAIN_STAGE = Path(__file__).resolve().parents[2] / "stages" / "train.py"
+
+
 def training_code_digest() -> str:
-    """sha256 over the source of the modules a training run executes (the train stage's code deps)."""
-    package = Path(__file__).parent
-    digest = hashlib.sha256()
-    for path in sorted([package / "training.py", package / "datamodule.py", package / "patches.py",
-                        *(package / "models").glob("*.py")]):
-        digest.update(path.name.encode() + path.read_bytes())
-    return digest.hexdigest()
+    """sha256 over the library code a training run executes: the import closure of the train stage, the same
+    files dvc.yaml lists as its code deps (imrestore.codedeps). Outside a checkout (an installed wheel, which
+    has no stages/) it is the closure of this module."""
+    from imrestore.codedeps import code_digest
+
+    return code_digest([TRAIN_STAGE if TRAIN_STAGE.is_file() else Path(__file__)])
 
 
 def _dvclive_logger(live_dir: Path):
