@@ -12,9 +12,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 import yaml
+from PIL import Image
 
 from test_evaluation import TINY_MODEL, write_pairs
 from test_training import noisy_cache
@@ -157,3 +160,43 @@ def test_missing_pipeline_inputs_name_the_path_and_make_repro(tmp_path, script, 
         main(["--build", str(tmp_path / "empty"), task, "denoise", "--smoke", "--out", str(tmp_path / "out")])
     assert str(missing) in str(stopped.value)
     assert not any(tmp_path.iterdir())  # no results folder, nothing trained
+
+
+def _deblur_split(root: Path) -> Path:
+    """Two train and two test pairs of a random pattern and its copy smeared by a horizontal [1 2 1]/4."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for index, subset in enumerate(("train", "train", "test", "test")):
+        sharp = (rng.random((40, 48, 3)) > 0.5).astype(np.float64)
+        blurred = 0.25 * np.roll(sharp, -1, axis=1) + 0.5 * sharp + 0.25 * np.roll(sharp, 1, axis=1)
+        paths = {}
+        for role, image in (("input", blurred), ("target", sharp)):
+            paths[role] = root / subset / f"{index}_{role}.png"
+            paths[role].parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.rint(image * 255).astype(np.uint8)).save(paths[role])
+        rows.append({"subset": subset, "input_path": str(paths["input"]), "target_path": str(paths["target"])})
+    pd.DataFrame(rows).to_csv(root / "split.csv", index=False)
+    return root / "split.csv"
+
+
+def test_deblur_headroom_smoke_fits_the_filters_it_reports(tmp_path):
+    split = _deblur_split(tmp_path)
+    done = run_script("deblur_headroom.py", "--smoke", "--split", str(split), "--json", str(tmp_path / "h.json"),
+                      cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    results = json.loads((tmp_path / "h.json").read_text())
+    assert results["kernel"] == 5 and len(results["frames"]) == 2
+    mean = results["mean"]
+    # One smear for every frame: a single filter undoes it as well as each frame's own does, and both gain.
+    assert mean["one_filter"] > mean["input"] + 2 and mean["own_filter"] > mean["input"] + 2
+
+
+def test_deblur_headroom_trains_on_blur_made_afresh(tmp_path):
+    from deblur_headroom import train_on_the_fly
+
+    photo = tmp_path / "photo.png"
+    Image.fromarray((np.random.default_rng(1).random((200, 220, 3)) * 255).astype(np.uint8)).save(photo)
+    net = train_on_the_fly(2, tmp_path, ["photo.png"], seed=0)
+    assert not net.training
+    with torch.no_grad():
+        assert torch.isfinite(net(torch.rand(1, 3, 32, 32))).all()

@@ -1,0 +1,156 @@
+"""How much of the deblur sample is learnable, and by what: linear filters as the reference.
+
+On the pipeline's own GoPro-like split (run from the repository root after `make repro`):
+
+1. **one linear filter for every frame** (K×K, shared by the channels), fitted by least squares on the train
+   frames and applied to the test frames: what a network learns first, and all a fixed sharpening can do;
+2. **one linear filter per test frame**, fitted on that frame itself: an oracle that knows each frame's blur,
+   the headroom a network that infers the blur could reach;
+3. with `--train-steps N`, the paper's network trained N steps (the cpu preset's optimiser, batch 4 × 64²)
+   on blur synthesised afresh for every crop from the train photographs (the sample's camera shake, no
+   roll): kernel diversity without limit, to tell a data limit from a learning-speed limit.
+
+The test split is only measured here, never tuned to. Results: benchmarks/results/deblur_headroom.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from numpy.lib.stride_tricks import sliding_window_view
+from PIL import Image
+from rich.console import Console
+from rich.table import Table
+
+from common import RESULTS, machine_facts, write_json
+
+
+def _frames(split: pd.DataFrame, subset: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    rows = split[split["subset"] == subset]
+    load = lambda path: np.asarray(Image.open(path).convert("RGB"), dtype=np.float64) / 255  # noqa: E731
+    return [(load(r.input_path), load(r.target_path)) for r in rows.itertuples()]
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(-10 * np.log10(np.mean((np.rint(np.clip(a, 0, 1) * 255) / 255 - b) ** 2)))
+
+
+def _windows(image: np.ndarray, k: int) -> np.ndarray:
+    pad = k // 2
+    padded = np.pad(image, ((pad, pad), (pad, pad), (0, 0)), mode="reflect")
+    return sliding_window_view(padded, (k, k), axis=(0, 1))  # H × W × C × k × k
+
+
+def fit_filter(pairs, k: int, samples_per_frame: int, rng: np.random.Generator) -> np.ndarray:
+    """The k×k filter minimising the squared error from blurred to sharp over random pixels of `pairs`."""
+    rows, targets = [], []
+    for blurred, sharp in pairs:
+        windows = _windows(blurred, k).reshape(-1, k * k)
+        pick = rng.integers(0, len(windows), samples_per_frame)
+        rows.append(windows[pick])
+        targets.append(sharp.reshape(-1)[pick])
+    return np.linalg.lstsq(np.concatenate(rows), np.concatenate(targets), rcond=None)[0].reshape(k, k)
+
+
+def apply_filter(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    return np.tensordot(_windows(image, len(kernel)), kernel, axes=([3, 4], [0, 1]))
+
+
+def train_on_the_fly(steps: int, photos_dir: Path, train_photos: list[str], seed: int) -> object:
+    """The paper's network after `steps` steps on crops blurred afresh each time (see the module docstring)."""
+    import torch
+
+    from imrestore import degradations as deg
+    from imrestore.models.network import ModelConfig, RestorationNet
+    from imrestore.training import OptimConfig, learning_rate_factor, restoration_loss
+
+    rng, crop = np.random.default_rng(seed), 64
+    torch.manual_seed(seed)
+    photos = [np.asarray(Image.open(photos_dir / name).convert("RGB"), dtype=np.float32) / 255 for name in train_photos]
+
+    def pair() -> tuple[np.ndarray, np.ndarray]:
+        photo = photos[rng.integers(len(photos))]
+        margin = 60
+        x, y = rng.uniform(margin, photo.shape[1] - margin), rng.uniform(margin, photo.shape[0] - margin)
+        path = deg.camera_trajectory(rng, int(rng.choice([7, 9, 11, 13])), speed_px=rng.uniform(0.5, 1.5),
+                                     rotation_speed_deg=0.0, max_shift_px=24, max_rotation_deg=0.0)
+        views = [deg.to_uint8(deg.render_view(photo, x + dx, y + dy, 0.0, crop, crop)) for dx, dy, _ in path]
+        sharp, blurred, _ = deg.gopro_triplet(views)
+        return blurred, sharp
+
+    net, optim = RestorationNet(ModelConfig()), OptimConfig(max_steps=steps, warmup_steps=10)
+    opt = torch.optim.AdamW(net.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: learning_rate_factor(step, optim))
+    to_batch = lambda arrays: torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255  # noqa: E731
+    for _ in range(steps):
+        blurred, sharp = zip(*(pair() for _ in range(4)))
+        loss = restoration_loss(optim.loss, net(to_batch(blurred)), to_batch(sharp))
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step()
+        schedule.step()
+    return net.eval()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--split", type=Path, default=Path("build/splits/gopro.csv"))
+    parser.add_argument("--kernel", type=int, default=15, help="filter side (odd; default 15)")
+    parser.add_argument("--train-steps", type=int, default=0, help="also train on blur made afresh (0: skip)")
+    parser.add_argument("--smoke", action="store_true", help="a few frames and a 5×5 filter: checks the script")
+    parser.add_argument("--json", type=Path, default=None, help=f"default {RESULTS}/deblur_headroom.json")
+    args = parser.parse_args()
+    console, rng, start = Console(), np.random.default_rng(0), time.perf_counter()
+    split = pd.read_csv(args.split)
+    train, test = _frames(split, "train"), _frames(split, "test")
+    k, samples = (5, 500) if args.smoke else (args.kernel, 6000)
+    if args.smoke:
+        train, test = train[:2], test[:2]
+    shared = fit_filter(train, k, samples, rng)
+    rows = []
+    for index, (blurred, sharp) in enumerate(test):
+        own = fit_filter([(blurred, sharp)], k, 4 * samples, rng)
+        rows.append({"frame": index, "input": psnr(blurred, sharp), "one_filter": psnr(apply_filter(blurred, shared), sharp),
+                     "own_filter": psnr(apply_filter(blurred, own), sharp)})
+    results = {"what": "test PSNR (dB) of the deblur sample: input, one least-squares filter fitted on the train "
+                       "frames, one fitted on each test frame itself (oracle)",
+               "kernel": k, "frames": rows, "machine": machine_facts()}
+    means = {key: float(np.mean([r[key] for r in rows])) for key in ("input", "one_filter", "own_filter")}
+    if args.train_steps:
+        import torch
+
+        from imrestore.inference import InferenceConfig, restore_images
+
+        from imrestore.sample import GoproSampleConfig, photo_sizes, plan_gopro_sample
+
+        photos_dir = Path("data/sample_photos")
+        plans = plan_gopro_sample(photo_sizes(photos_dir), GoproSampleConfig())
+        train_photos = sorted({plan.photo for plan in plans if plan.split == "train"})
+        net = train_on_the_fly(args.train_steps, photos_dir, train_photos, seed=0)
+        restored = []
+        for (blurred, sharp), row in zip(test, rows):
+            batch = torch.from_numpy(blurred).permute(2, 0, 1)[None].float()
+            with torch.no_grad():
+                output = restore_images(net, batch, InferenceConfig())[0].permute(1, 2, 0).double().numpy()
+            row["network_on_the_fly"] = psnr(output, sharp)
+            restored.append(row["network_on_the_fly"])
+        means["network_on_the_fly"] = float(np.mean(restored))
+        results["train_steps"] = args.train_steps
+    results["mean"] = means
+    results["seconds"] = time.perf_counter() - start
+    table = Table(title=f"deblur sample, {len(rows)} test frames (PSNR dB)")
+    for column in ("method", "PSNR", "gain over input"):
+        table.add_column(column)
+    for key, value in means.items():
+        table.add_row(key, f"{value:.2f}", f"{value - means['input']:+.2f}")
+    console.print(table)
+    write_json(results, args.json or (None if args.smoke else RESULTS / "deblur_headroom.json"), console)
+
+
+if __name__ == "__main__":
+    main()
