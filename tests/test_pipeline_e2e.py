@@ -69,6 +69,14 @@ def pipeline(tmp_path_factory) -> Path:
     return repo
 
 
+def test_stage_outputs_respect_the_umask(pipeline):
+    """Stages publish folders through a temporary sibling, which mkdtemp creates 0700; they must not stay so."""
+    from imrestore.atomic import current_umask
+
+    for folder in ("build/raw/gopro", "build/patches/sidd", "metrics/deblur", "models/denoise"):
+        assert (pipeline / folder).stat().st_mode & 0o777 == 0o777 & ~current_umask(), folder
+
+
 def test_repro_builds_layouts_manifests_and_reports(pipeline):
     gopro = pd.read_csv(pipeline / "build/manifest/gopro.csv")
     assert gopro.groupby("split").size().to_dict() == {"test": 3, "train": 6}

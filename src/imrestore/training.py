@@ -169,6 +169,7 @@ def export_weights(module: RestorationModule, out_dir: Path, task: str | None = 
 
 # --------------------------------------------------------------------------------------------- the run
 
+LAST_CHECKPOINT = "last.ckpt"  # the newest training state, which an interrupted run resumes from
 RUN_FILE = "run.json"  # beside the checkpoints: what they were trained for, so a changed run never resumes them
 
 # A preset replaces the keys it names in `train` (and `train.optim`). The paper's numbers are from its text;
@@ -311,8 +312,12 @@ def build_trainer(settings: TrainSettings, checkpoint_dir: Path, live_dir: Path 
     cuda = _cuda_run(settings)
     callbacks = [
         *callbacks,
-        # str, not Path: checkpoints must load with weights_only=True, which refuses pathlib objects
-        ModelCheckpoint(dirpath=str(checkpoint_dir), save_last=True, save_top_k=0, every_n_epochs=1),
+        # The newest state as last.ckpt after every epoch (`steps_per_epoch` steps), which a killed run resumes
+        # from. Not save_last: since Lightning 2.6 it writes only alongside a top-k checkpoint, so with
+        # save_top_k=0 nothing was written until training had ended. str, not Path: checkpoints must load with
+        # weights_only=True, which refuses pathlib objects.
+        ModelCheckpoint(dirpath=str(checkpoint_dir), filename=Path(LAST_CHECKPOINT).stem, monitor=None,
+                        save_top_k=1, every_n_epochs=1, enable_version_counter=False),
         _step_progress_bar(),
     ]
     if settings.ema_decay > 0:
@@ -365,7 +370,7 @@ def train(task: str, params: dict, cache_dir: Path, checkpoint_dir: Path, model_
            "cache": cache["subsets"],
            "tensors": {name: list(t.shape) for name, t in module.net.state_dict().items()},
            "code": training_code_digest()}
-    last = Path(checkpoint_dir) / "last.ckpt"
+    last = Path(checkpoint_dir) / LAST_CHECKPOINT
     run_file = Path(checkpoint_dir) / RUN_FILE
     resume = last.is_file() and run_file.is_file() and json.loads(run_file.read_text()) == json.loads(json.dumps(run))
     if not resume:  # checkpoints of another configuration (or none): start afresh
@@ -374,7 +379,15 @@ def train(task: str, params: dict, cache_dir: Path, checkpoint_dir: Path, model_
         atomic.write_json(run_file, run)
         if live_dir is not None:
             atomic.remove(Path(live_dir))
-    build_trainer(settings, checkpoint_dir, live_dir, callbacks).fit(module, datamodule=data,
-                                                          ckpt_path=str(last) if resume else None)
+    checkpoint = torch.load(last, map_location="cpu", weights_only=True) if resume else None
+    if checkpoint is not None and checkpoint["global_step"] >= settings.max_steps:
+        # The run had finished (its weights were lost or are asked for again): export what it ended with. The
+        # checkpoint's state_dict holds the EMA average when EMA is on. A Trainer would only reload it to do no
+        # steps, and reloading twice (model, then EMA state) is not a no-op for Lightning's averaging callback.
+        module.net.load_state_dict({key.removeprefix("net."): value for key, value in checkpoint["state_dict"].items()
+                                    if key.startswith("net.")})
+    else:
+        build_trainer(settings, checkpoint_dir, live_dir, callbacks).fit(module, datamodule=data,
+                                                              ckpt_path=str(last) if resume else None)
     export_weights(module, model_dir, task)
     return module
