@@ -50,7 +50,9 @@ class EvaluateSettings:
     comparisons: int = 3
     max_images: int | None = None
     device: str = "auto"
-    benchmarks: Path = Path("data/benchmarks")  # one folder per dataset below it (testsets.BENCHMARK_READMES)
+    # One folder per dataset below it (testsets.BENCHMARK_READMES); None: score no benchmark (callers outside
+    # the pipeline: dvc.yaml depends on evaluate.benchmarks/<dataset>, so params.yaml always names a folder).
+    benchmarks: Path | None = Path("data/benchmarks")
 
     @classmethod
     def from_params(cls, params: dict[str, Any], task: str) -> EvaluateSettings:
@@ -70,13 +72,13 @@ class EvaluateSettings:
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < minimum):
                 raise ImrestoreError(f"params.yaml: {where}.{key} must be an integer ≥ {minimum}, found {value!r}")
         benchmarks = settings.get("benchmarks", "data/benchmarks")
-        if not isinstance(benchmarks, str) or not benchmarks.strip():
+        if benchmarks is not None and (not isinstance(benchmarks, str) or not benchmarks.strip()):
             raise ImrestoreError(f"params.yaml: {where}.benchmarks must be a folder (default data/benchmarks), "
                                  f"found {benchmarks!r}")
         return cls(inference=InferenceConfig.from_params(settings, f"params.yaml: {where}"), baselines=names,
                    crop_border=settings.get("crop_border", 0), comparisons=settings.get("comparisons", 3),
                    max_images=settings.get("max_images"), device=str(settings.get("device", "auto")),
-                   benchmarks=Path(benchmarks))
+                   benchmarks=Path(benchmarks) if benchmarks is not None else None)
 
 
 def select_test_pairs(split_csv: Path, max_images: int | None = None) -> pd.DataFrame:
@@ -250,7 +252,8 @@ def evaluate(task: str, params: dict[str, Any], weights_dir: Path, split_csv: Pa
         pd.DataFrame(rows).to_csv(out / "per_image.csv", index=False, float_format="%.6f")
         test_seconds, test_megapixels = restorer.seconds, restorer.megapixels
         benchmarks = (evaluate_sidd_validation(restorer, sidd_benchmark_folder(settings.benchmarks),
-                                               settings.crop_border, progress) if task == "denoise" else {})
+                                               settings.crop_border, progress)
+                      if task == "denoise" and settings.benchmarks is not None else {})
         baselines = evaluate_baselines(task, settings.baselines, pairs, settings.crop_border, progress)
         source = section(params, f"download.{dataset}.source")
         config = net.config

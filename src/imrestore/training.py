@@ -296,11 +296,14 @@ _DROP_LIGHTNING_TIPS = _DropLightningTips()
 
 
 def _quiet_lightning() -> None:
-    """Lightning 2.6 advertises a cloud logger on every run, and its pytree helper trips a deprecation warning
-    of newer torch on every step's output; neither is anything a user can act on."""
+    """Lightning 2.6 advertises a cloud logger on every run, its pytree helper trips a deprecation warning of
+    newer torch, and it warns that the checkpoint folder is not empty (it holds run.json): nothing a user can
+    act on."""
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         logging.getLogger(name).addFilter(_DROP_LIGHTNING_TIPS)  # the same object: added once however often
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    # The checkpoint folder holds run.json before the first checkpoint, by design (it says what they are for).
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 
 
 def build_trainer(settings: TrainSettings, checkpoint_dir: Path, live_dir: Path | None,
