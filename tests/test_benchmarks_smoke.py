@@ -5,6 +5,7 @@ reads is checked field by field."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import statistics
@@ -200,3 +201,23 @@ def test_deblur_headroom_trains_on_blur_made_afresh(tmp_path):
     assert not net.training
     with torch.no_grad():
         assert torch.isfinite(net(torch.rand(1, 3, 32, 32))).all()
+
+
+def test_the_gpu_suite_runs_every_section_at_toy_sizes_on_the_cpu(tmp_path):
+    """The prepared GPU command must not rot between the sessions that have a GPU: --smoke runs all of it."""
+    done = run_script("gpu_suite.py", "--smoke", "--out", str(tmp_path), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((tmp_path / "gpu_suite.json").read_text())
+    assert results["smoke"] and set(results["seconds"]) == {"dcn", "train_step", "inference", "metrics", "loader",
+                                                            "curve", "total"}
+    assert set(results["dcn"]["fastest_backend"]) == {"fp32", "bf16"}
+    assert all(0 < row["max_rel_output"] < 1e-2 for row in results["dcn"]["rows"])
+    variants = {(row["crop"], row["batch"], row["variant"]) for row in results["train_step"]["rows"]}
+    assert {(32, 2, "eager"), (32, 2, "channels_last"), (32, 2, "compiled"), (16, 1, "eager")} <= variants
+    assert all(row["flops_per_step"] > 0 and 0 < row["mfu"] for row in results["train_step"]["rows"])
+    assert results["inference"]["rows"][0]["speedup_over_fp32_untiled"] == 1.0
+    assert results["metrics"]["max_abs_psnr"] < 1e-6 and results["metrics"]["max_abs_ssim"] < 1e-3
+    assert len(results["loader"]["rows"]) == 4 and len(results["curve"]["points"]) >= 2
+    assert all(math.isfinite(p["test_psnr"]) for p in results["curve"]["points"])
+    table = (tmp_path / "gpu_suite.md").read_text()
+    assert "## Training step (bf16 autocast)" in table and "FASTEST_BACKEND['cuda'] per dtype" in table

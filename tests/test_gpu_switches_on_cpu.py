@@ -103,3 +103,25 @@ def test_compiled_training_matches_eager_exports_plain_weights_and_resumes(tmp_p
           model_dir=tmp_path / "whole", live_dir=None)
     assert relative_change(load_network(tmp_path / "killed").state_dict(),
                                    load_network(tmp_path / "whole").state_dict()) < 1e-5
+
+
+def test_both_dcn_backends_run_under_bf16_autocast_and_agree():
+    """torchvision's CPU kernel takes float32 only, and CPU autocast does not cast for it: the offsets, made by a
+    conv under autocast, arrive in bf16 ("expected scalar type Float"). The layer now runs it in float32."""
+    from imrestore.models.dcn import DeformableConv2d
+
+    torch.manual_seed(0)
+    layers = {name: DeformableConv2d(8, 8, 3, backend=name) for name in ("torchvision", "grid_sample")}
+    with torch.no_grad():
+        layers["torchvision"].offset_mask.weight.normal_(std=0.05)
+    layers["grid_sample"].load_state_dict(layers["torchvision"].state_dict())
+    image = torch.randn(2, 8, 16, 16, requires_grad=True)
+    outputs = {}
+    for name, layer in layers.items():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            outputs[name] = layer(image)
+        outputs[name].float().sum().backward()
+        assert torch.isfinite(outputs[name]).all() and torch.isfinite(image.grad).all()
+        image.grad = None
+    difference = (outputs["torchvision"].float() - outputs["grid_sample"].float()).abs().max()
+    assert difference < 0.05 * outputs["torchvision"].float().abs().max()

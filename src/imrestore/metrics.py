@@ -18,7 +18,7 @@ evaluation derives from) measures what a user would save to disk, not the raw ne
    padding and then crops (win_size − 1) // 2 = 5 pixels, so the padding never reaches the mean. There is no
    border difference; tests/test_metrics.py checks agreement with skimage to 1e-9 on real photographs.
 
-Which number is which -- always say which one a reported number is (DESIGN.md, "Standard metric protocol"):
+Which number is which -- always say which one a reported number is (BasicSR's standard metric protocol):
 
 - "psnr", "ssim": the standard protocol above, RGB. Use these to compare runs of this project, and against
   papers that evaluate with BasicSR-style Python code (calculate_psnr / calculate_ssim, test_y_channel=False).

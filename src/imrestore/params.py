@@ -8,8 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml import YAML, YAMLError
-
 from imrestore.errors import ImrestoreError
 
 PARAMS_FILE = Path("params.yaml")
@@ -21,6 +19,8 @@ def load_params(path: Path = PARAMS_FILE) -> dict[str, Any]:
     PyYAML speaks YAML 1.1, where `1e-07` (no dot) is a string; `dvc exp run -S train.optim.lr=1e-7` writes
     exactly that, and DVC itself reads it as a number, so the stage must too.
     """
+    from ruamel.yaml import YAMLError
+
     try:
         params = parse_yaml(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -33,7 +33,12 @@ def load_params(path: Path = PARAMS_FILE) -> dict[str, Any]:
 
 
 def parse_yaml(text: str) -> Any:
-    """YAML text as DVC parses params files (YAML 1.2); `load_params` explains why not PyYAML."""
+    """YAML text as DVC parses params files (YAML 1.2); `load_params` explains why not PyYAML.
+
+    ruamel is imported here, not at the top: the models import this module for its checks, and the GPU
+    machine the benchmarks run on has no ruamel (benchmarks/README.md, the GPU suite)."""
+    from ruamel.yaml import YAML
+
     return YAML(typ="safe", pure=True).load(text)
 
 

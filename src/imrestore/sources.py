@@ -115,7 +115,7 @@ def expected_pairs(config: SourceConfig) -> dict[str, int]:
     return dict(OFFICIAL_PAIRS[config.dataset])
 
 
-# Published sizes (DESIGN.md): GoPro 2103 train / 1111 test; SIDD-Small 160 scene instances.
+# Published sizes: GoPro 2103 train / 1111 test (Nah et al. 2017); SIDD-Small 160 scene instances.
 OFFICIAL_PAIRS = {"gopro": {"train": 2103, "test": 1111}, "sidd": {"all": 160}}
 
 

@@ -3,7 +3,9 @@
 Two interchangeable implementations of the same operator:
 
 - "torchvision": `torchvision.ops.deform_conv2d`, the reference. Its CPU backward is slow
-  (`_deform_conv2d_backward` was ~60% of a training step here, see DESIGN.md).
+  (`_deform_conv2d_backward` was ~60% of a training step on the 2-core development machine). Its kernels
+  take float32 only (on the CPU, autocast does not cast for them), so under bf16 autocast this backend runs
+  in float32 and casts back, like any op autocast keeps in float32.
 - "grid_sample": `deform_conv2d_grid_sample` below, pure PyTorch. It reads all k*k sampling positions of
   every output pixel with ONE `F.grid_sample` call, scales them by the mask, and contracts them with the
   weight in ONE matrix product. Both steps are large, well-vectorised kernels with fast backward passes, so
@@ -27,7 +29,7 @@ from imrestore.errors import ImrestoreError
 BACKENDS = ("torchvision", "grid_sample")
 
 # backend="auto" picks per device type. CPU: grid_sample fwd+bwd was 5.8x faster than torchvision for the
-# operator at (8, 32, 64, 64, k3) (DESIGN.md), and 2.7-3.1x for the whole layer (offset conv included) in
+# operator at (8, 32, 64, 64, k3), and 2.7-3.1x for the whole layer (offset conv included) in
 # benchmarks/dcn_speed.py on a 2-core machine that other jobs shared. CUDA: torchvision's kernels, until a GPU run of
 # benchmarks/dcn_speed.py --device cuda says otherwise -- update this table from its figures.
 # Device types not listed (mps, xpu, ...) get grid_sample, the one that runs wherever PyTorch does.
@@ -215,7 +217,14 @@ def deform_conv2d_torchvision(input, offset, weight, bias=None, mask=None, strid
     """The reference, with the same keyword order as `deform_conv2d_grid_sample`."""
     from torchvision.ops import deform_conv2d  # imported late: loading torchvision's ops costs ~1 s
 
-    return deform_conv2d(input, offset, weight, bias, stride=stride, padding=padding, dilation=dilation, mask=mask)
+    # torchvision's CPU kernel refuses bf16 ("expected scalar type Float"), and CPU autocast does not cast for
+    # it: compute in float32 with autocast off, and return the dtype the input came in.
+    dtype = input.dtype
+    with torch.autocast(input.device.type, enabled=False):
+        as32 = lambda t: None if t is None else t.float()  # noqa: E731
+        out = deform_conv2d(as32(input), as32(offset), as32(weight), as32(bias), stride=stride, padding=padding,
+                            dilation=dilation, mask=as32(mask))
+    return out.to(dtype) if dtype in (torch.float16, torch.bfloat16) else out
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:

@@ -9,7 +9,7 @@ A 21×21 receptive field is decomposed into a 5×5 depthwise conv, a 7×7 depthw
 The authors' public notebook applied the three convs to x separately; that is a different (and much smaller
 receptive field) operator, and we deliberately do not copy it. `tests/test_network.py` tells the two apart.
 
-Parameters, biases included: (25C + C) + (49C + C) + (C² + C) = C² + 77C, the figure DESIGN.md quotes.
+Parameters, biases included: (25C + C) + (49C + C) + (C² + C) = C² + 77C (tests/test_network.py counts them).
 """
 
 from __future__ import annotations
