@@ -211,7 +211,10 @@ def test_the_gpu_suite_runs_every_section_at_toy_sizes_on_the_cpu(tmp_path):
     assert results["smoke"] and set(results["seconds"]) == {"dcn", "train_step", "inference", "metrics", "loader",
                                                             "curve", "total"}
     assert set(results["dcn"]["fastest_backend"]) == {"fp32", "bf16"}
-    assert all(0 < row["max_rel_output"] < 1e-2 for row in results["dcn"]["rows"])
+    # The backends agree to float rounding in fp32; under bf16 autocast grid_sample computes in bf16 while
+    # torchvision's kernel runs in fp32, measured 3-4e-2 apart relative to the largest output.
+    tolerance = {"fp32": 1e-5, "bf16": 0.1}
+    assert all(0 < row["max_rel_output"] < tolerance[row["dtype"]] for row in results["dcn"]["rows"])
     variants = {(row["crop"], row["batch"], row["variant"]) for row in results["train_step"]["rows"]}
     assert {(32, 2, "eager"), (32, 2, "channels_last"), (32, 2, "compiled"), (16, 1, "eager")} <= variants
     assert all(row["flops_per_step"] > 0 and 0 < row["mfu"] for row in results["train_step"]["rows"])
