@@ -184,6 +184,25 @@ def test_an_experiment_runs_beside_the_baseline_and_the_report_shows_the_change(
     assert f"{ours:.2f}" in report or f"{ours:.3f}" in report or f"{ours:.4f}" in report
 
 
+def test_a_ddp_experiment_on_two_cpu_processes_runs_through_dvc(pipeline):
+    """What a cluster user types, on 2 CPU cores: Lightning starts the second rank by re-running the stage."""
+    sh("git", "add", "-A", cwd=pipeline)
+    sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "before ddp", "--allow-empty", cwd=pipeline)
+    ran = sh("dvc", "exp", "run", "-S", "train.accelerator=cpu", "-S", "train.devices=2", "-S", "train.strategy=ddp",
+             "--name", "ddp2", cwd=pipeline)
+    assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in ran.stdout + ran.stderr
+    shown = json.loads(sh("dvc", "exp", "show", "--json", cwd=pipeline).stdout)
+    experiments = {exp["name"]: exp for row in shown for exp in (row.get("experiments") or [])}
+    run = experiments["ddp2"]["revs"][0]["data"]
+    assert run["params"]["params.yaml"]["data"]["train"]["devices"] == 2
+    for task in ("deblur", "denoise"):
+        assert math.isfinite(run["metrics"][f"metrics/{task}.json"]["data"]["psnr"])
+    sh("dvc", "exp", "apply", "ddp2", cwd=pipeline)  # the workspace now holds the DDP run's outputs
+    assert sorted(p.name for p in (pipeline / "build/checkpoints/denoise").iterdir()) == ["last.ckpt", "run.json"]
+    sh("git", "checkout", "-q", "--", ".", cwd=pipeline)  # back to the baseline for the tests that follow
+    sh("dvc", "checkout", "-q", cwd=pipeline)
+
+
 def test_the_sidd_benchmark_is_evaluated_once_its_files_are_in_data(pipeline):
     from mat_builders import write_sidd_validation
 
