@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import statistics
 import sys
@@ -238,12 +239,11 @@ def section_loader(suite: Suite, train_rows: list[dict]) -> dict:
     rows = []
     for crop in ([16, 32] if suite.smoke else [128, 256]):
         for batch in ([1, 2] if suite.smoke else [8, 16, 32, 64]):
-            sampler = PlanSampler(50 if not suite.smoke else 4, None)
-            loader = DeviceResidentBatches(*arrays, Sampling(0, batch, count, patch, crop), sampler)
-            iterator = iter(range(10**9))
+            loader = DeviceResidentBatches(*arrays, Sampling(0, batch, count, patch, crop), PlanSampler(1, None))
+            indices = itertools.count()  # a fresh batch plan for every draw
 
             def draw() -> None:
-                loader.batch(0, next(iterator))
+                loader.batch(0, next(indices))
 
             seconds = statistics.median(suite.timed(draw, 5 if suite.smoke else 30))
             step = [r["step_s"] for r in train_rows if r["crop"] == crop and r["batch"] == batch and r["variant"] == "eager"]
@@ -305,35 +305,59 @@ def section_curve(suite: Suite, seconds: float) -> dict:
     return {"crop": crop, "batch": batch, "input_psnr": psnr(test_noisy, test_clean), "points": points}
 
 
-def markdown(results: dict) -> str:
-    lines = [f"# GPU suite: {results['machine'].get('gpu') or 'CPU (smoke)'}", ""]
-    dcn = results["dcn"]
-    lines += ["## DCN fwd+bwd (torchvision / grid_sample: >1 means grid_sample is faster)", "",
-              "| dtype | batch×channels×H×W, k | ratio | max rel. output diff |", "|---|---|---|---|"]
-    lines += [f"| {r['dtype']} | {r['batch']}×{r['channels']}×{r['height']}×{r['width']}, {r['kernel']} | "
-              f"{r['torchvision_over_grid_sample']:.2f} | {r['max_rel_output']:.1e} |" for r in dcn["rows"]]
-    lines += ["", f"FASTEST_BACKEND['cuda'] per dtype: {dcn['fastest_backend']}", "",
-              "## Training step (bf16 autocast)", "",
-              "| crop | batch | variant | step s | crops/s | × eager | MFU | peak MiB | compile s |",
-              "|---|---|---|---|---|---|---|---|---|"]
-    for r in results["train_step"]["rows"]:
+def _dcn_lines(dcn: dict) -> list[str]:
+    rows = [f"| {r['dtype']} | {r['batch']}×{r['channels']}×{r['height']}×{r['width']}, {r['kernel']} | "
+            f"{r['torchvision_over_grid_sample']:.2f} | {r['max_rel_output']:.1e} |" for r in dcn["rows"]]
+    return ["## DCN fwd+bwd (torchvision / grid_sample: >1 means grid_sample is faster)", "",
+            "| dtype | batch×channels×H×W, k | ratio | max rel. output diff |", "|---|---|---|---|", *rows, "",
+            f"FASTEST_BACKEND['cuda'] per dtype: {dcn['fastest_backend']}"]
+
+
+def _train_step_lines(train: dict) -> list[str]:
+    lines = ["## Training step (bf16 autocast)", "",
+             "| crop | batch | variant | step s | crops/s | × eager | MFU | peak MiB | compile s |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in train["rows"]:
         memory = f"{r['peak_memory_bytes'] / 2**20:.0f}" if r["peak_memory_bytes"] else "—"
         lines.append(f"| {r['crop']} | {r['batch']} | {r['variant']} | {r['step_s']:.4f} | {r['crops_per_s']:.1f} | "
                      f"{r['speedup_over_eager']:.2f} | {r['mfu']:.1%} | {memory} | {r['compile_s']:.0f} |")
-    lines += ["", "## 720p inference", "", "| precision | tile | batch | frames/s | × fp32 untiled |", "|---|---|---|---|---|"]
-    lines += [f"| {r['precision']} | {r['tile'] or 'none'} | {r['batch']} | {r['frames_per_s']:.2f} | "
-              f"{r['speedup_over_fp32_untiled']:.2f} |" for r in results["inference"]["rows"]]
-    m = results["metrics"]
-    lines += ["", f"## Metrics: {m['speedup']:.1f}× skimage on the CPU; max |ΔPSNR| {m['max_abs_psnr']:.1e} dB, "
-              f"max |ΔSSIM| {m['max_abs_ssim']:.1e}", "", "## Device-resident loader", "",
-              "| crop | batch | crops/s | share of the eager step |", "|---|---|---|---|"]
+    return lines
+
+
+def _inference_lines(inference: dict) -> list[str]:
+    return ["## 720p inference", "", "| precision | tile | batch | frames/s | × fp32 untiled |", "|---|---|---|---|---|",
+            *(f"| {r['precision']} | {r['tile'] or 'none'} | {r['batch']} | {r['frames_per_s']:.2f} | "
+              f"{r['speedup_over_fp32_untiled']:.2f} |" for r in inference["rows"])]
+
+
+def _metrics_lines(m: dict) -> list[str]:
+    return [f"## Metrics: {m['speedup']:.1f}× skimage on the CPU; max |ΔPSNR| {m['max_abs_psnr']:.1e} dB, "
+            f"max |ΔSSIM| {m['max_abs_ssim']:.1e}"]
+
+
+def _loader_lines(loader: dict) -> list[str]:
     share = lambda value: "—" if value is None else f"{value:.1%}"  # noqa: E731
-    lines += [f"| {r['crop']} | {r['batch']} | {r['crops_per_s']:.0f} | {share(r['share_of_eager_step'])} |"
-              for r in results["loader"]["rows"]]
-    curve = results["curve"]
-    lines += ["", f"## Denoise training curve (input {curve['input_psnr']:.2f} dB on held-out crops)", "",
-              "| seconds | steps | test PSNR |", "|---|---|---|"]
-    lines += [f"| {p['seconds']:.0f} | {p['steps']} | {p['test_psnr']:.2f} |" for p in curve["points"]]
+    return ["## Device-resident loader", "", "| crop | batch | crops/s | share of the eager step |", "|---|---|---|---|",
+            *(f"| {r['crop']} | {r['batch']} | {r['crops_per_s']:.0f} | {share(r['share_of_eager_step'])} |"
+              for r in loader["rows"])]
+
+
+def _curve_lines(curve: dict) -> list[str]:
+    return [f"## Denoise training curve (input {curve['input_psnr']:.2f} dB on held-out crops)", "",
+            "| seconds | steps | test PSNR |", "|---|---|---|",
+            *(f"| {p['seconds']:.0f} | {p['steps']} | {p['test_psnr']:.2f} |" for p in curve["points"])]
+
+
+SECTION_LINES = {"dcn": _dcn_lines, "train_step": _train_step_lines, "inference": _inference_lines,
+                 "metrics": _metrics_lines, "loader": _loader_lines, "curve": _curve_lines}
+
+
+def markdown(results: dict) -> str:
+    """The sections that ran, as markdown tables (a `--sections` subset leaves the others out)."""
+    lines = [f"# GPU suite: {results['machine'].get('gpu') or 'CPU (smoke)'}"]
+    for name, section_lines in SECTION_LINES.items():
+        if name in results:
+            lines += ["", *section_lines(results[name])]
     return "\n".join(lines) + "\n"
 
 
@@ -342,7 +366,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="folder for gpu_suite.json and gpu_suite.md")
     parser.add_argument("--smoke", action="store_true", help="toy sizes on the CPU: checks that every section runs")
     parser.add_argument("--device", default=None, help="default: cuda when available, else cpu")
-    parser.add_argument("--sections", default="dcn,train_step,inference,metrics,loader,curve")
+    parser.add_argument("--sections", default=",".join(SECTION_LINES))
     parser.add_argument("--curve-seconds", type=float, default=150.0, help="training time of the curve section")
     args = parser.parse_args(argv)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -351,19 +375,19 @@ def main(argv: list[str] | None = None) -> None:
     wanted = args.sections.split(",")
     results: dict = {"machine": machine_facts(device), "smoke": args.smoke, "seconds": {}}
     peak = matmul_rate(suite)
-    for name in ("dcn", "train_step", "inference", "metrics", "loader", "curve"):
-        section_started = time.perf_counter()
+    runs = {
+        "dcn": lambda: section_dcn(suite),
+        "train_step": lambda: section_train_step(suite, peak),
+        "inference": lambda: section_inference(suite),
+        "metrics": lambda: section_metrics(suite),
+        "loader": lambda: section_loader(suite, results.get("train_step", {}).get("rows", [])),
+        "curve": lambda: section_curve(suite, args.curve_seconds),
+    }
+    for name, run in runs.items():
         if name not in wanted:
-            results[name] = {"rows": [], "skipped": True} if name != "curve" else {"points": [], "input_psnr": 0.0}
             continue
-        if name == "train_step":
-            results[name] = section_train_step(suite, peak)
-        elif name == "curve":
-            results[name] = section_curve(suite, args.curve_seconds)
-        elif name == "loader":
-            results[name] = section_loader(suite, results["train_step"]["rows"] if "train_step" in wanted else [])
-        else:
-            results[name] = globals()[f"section_{name}"](suite)
+        section_started = time.perf_counter()
+        results[name] = run()
         results["seconds"][name] = time.perf_counter() - section_started
         print(f"{name}: {results['seconds'][name]:.1f} s", flush=True)
     results["seconds"]["total"] = time.perf_counter() - started

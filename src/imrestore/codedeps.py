@@ -39,7 +39,7 @@ def module_file(module: str) -> Path | None:
 
 def imported_modules(source: Path) -> set[str]:
     """The `imrestore` modules that `source` imports anywhere in its body. The package imports absolutely
-    only (tests/test_record.py checks that), so a relative import is refused rather than missed."""
+    only (tests/test_code_deps.py checks that), so a relative import is refused rather than missed."""
     found: set[str] = set()
     for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"), str(source))):
         if isinstance(node, ast.Import):

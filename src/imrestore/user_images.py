@@ -65,11 +65,9 @@ def read_user_image(path: Path) -> UserImage:
                 return deep
         with Image.open(path) as opened:
             opened.load()
-            notes = []
-            upright = ImageOps.exif_transpose(opened)
-            if upright is not opened and opened.getexif().get(0x0112, 1) != 1:
-                notes.append(f"turned upright as its EXIF orientation ({opened.getexif()[0x0112]}) asks")
-            return _from_pillow(path, upright, notes)
+            orientation = opened.getexif().get(0x0112, 1)
+            notes = [f"turned upright as its EXIF orientation ({orientation}) asks"] if orientation != 1 else []
+            return _from_pillow(path, ImageOps.exif_transpose(opened), notes)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise ImrestoreError(f"{path}: not a readable image ({exc})") from None
 
@@ -99,8 +97,9 @@ def _from_pillow(path: Path, image: Image.Image, notes: list[str]) -> UserImage:
         image = image.convert("RGBA" if keep_alpha else "RGB")
         notes.append(f"{_CONVERTED_TO_RGB[mode]}, restored and written as RGB{'A' if keep_alpha else ''}")
         mode = image.mode
-    if mode in ("RGBa", "RGBX"):
-        image, mode = image.convert("RGBA" if mode == "RGBa" else "RGB"), ("RGBA" if mode == "RGBa" else "RGB")
+    if mode in ("RGBa", "RGBX"):  # premultiplied alpha, padding byte: the plain modes they stand for
+        mode = "RGBA" if mode == "RGBa" else "RGB"
+        image = image.convert(mode)
     if mode not in ("RGB", "RGBA"):
         raise ImrestoreError(f"{path}: images of mode {mode!r} are not supported; expected RGB, RGBA, grey, "
                              "palette or CMYK")
