@@ -151,15 +151,18 @@ class PatchCache:
 # --------------------------------------------------------------------------------------------- building
 
 
+# `build_patch_cache` keyword → its name in params.yaml, with the least value each may take.
+_GEOMETRY_PARAMS = {"size": ("crop_size", 1), "step": ("step", 1), "thresh_size": ("thresh_size", 0)}
+
+
 def patch_geometry(settings: dict[str, Any], where: str) -> dict[str, int]:
     """The `patches.<dataset>` params as `build_patch_cache` keywords: {size, step, thresh_size}.
 
     The side is `crop_size` in params.yaml (BasicSR's name), never `size`: DVC's run-cache drops every param
     of that name from its key, so a changed `size` would be served an old cache without a word.
     """
-    reject_unknown(settings, {"crop_size", "step", "thresh_size"}, where)
-    return {"size": require_int(settings, "crop_size", where, 1), "step": require_int(settings, "step", where, 1),
-            "thresh_size": require_int(settings, "thresh_size", where, 0)}
+    reject_unknown(settings, {param for param, _ in _GEOMETRY_PARAMS.values()}, where)
+    return {key: require_int(settings, param, where, least) for key, (param, least) in _GEOMETRY_PARAMS.items()}
 
 
 def check_geometry_matches(meta: dict[str, Any], settings: dict[str, Any], cache_dir: Path, where: str) -> None:
@@ -167,7 +170,7 @@ def check_geometry_matches(meta: dict[str, Any], settings: dict[str, Any], cache
     wanted = patch_geometry(settings, where)
     found = {key: meta.get(key) for key in wanted}
     if found != wanted:
-        differ = ", ".join(f"{'crop_size' if k == 'size' else k} {found[k]} (params.yaml: {wanted[k]})"
+        differ = ", ".join(f"{_GEOMETRY_PARAMS[k][0]} {found[k]} (params.yaml: {wanted[k]})"
                            for k in wanted if found[k] != wanted[k])
         raise ImrestoreError(
             f"{cache_dir}/cache.json records patches cut with {differ}: the cache is not what {where} asks for. "

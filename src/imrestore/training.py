@@ -10,7 +10,6 @@ Trainer's (see `build_trainer`); batches are the data module's.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import json
 import math
