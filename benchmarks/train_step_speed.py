@@ -4,12 +4,10 @@ One step is what `train` pays per batch apart from data loading: zero the gradie
 AdamW step (the project's lr, weight decay and betas), on a random batch of `--batch` crops of `--crop`² in
 [0, 1], both networks in training mode, float32. The paper's network is
 `imrestore.models.network.RestorationNet(ModelConfig())` (9 blocks, 32 features, DCN kernel 3, LKA and channel
-attention). The reference is NAFNet (Chen et al., "Simple Baselines for Image Restoration", ECCV 2022) as the
-paper describes it, written below: NAFBlocks (LayerNorm2d, 3×3 depthwise conv, SimpleGate, simplified channel
-attention, a SimpleGate feed-forward, learned residual scales), a 4-level U-shaped encoder/decoder with 2×2
-stride-2 convs down, 1×1 conv + pixel shuffle up and skips added, width 16, encoder blocks [1, 1, 1, 4],
-1 middle block, decoder [1, 1, 1, 1] (~1.5M parameters). Its LayerNorm2d is imrestore's (the same per-pixel
-normalisation), so the two differ in architecture, not in that kernel.
+attention). The reference is NAFNet (Chen et al., "Simple Baselines for Image Restoration", ECCV 2022) at the
+size the pipeline trains with `model.arch: nafnet`: `imrestore.models.nafnet.NAFNet(NAFNetConfig())`, width 16,
+blocks [1, 1, 1, 1] / 1 / [1, 1, 1, 1], 1.1M parameters. Both use imrestore's LayerNorm2d (the same per-pixel
+normalisation), so they differ in architecture, not in that kernel.
 
 After 2 warm-up steps each, the two networks' timed steps alternate (which goes first alternates too), so a
 shared machine's load falls on both alike. The table shows the median step time, steps/s, parameters, and the
@@ -46,67 +44,11 @@ from common import RESULTS, machine_facts, output_dir, timed, write_json
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "src")]
 
-from imrestore.models.network import LayerNorm2d, ModelConfig, RestorationNet, count_parameters  # noqa: E402
-from imrestore.models.network import pad_to_multiple  # noqa: E402
+from imrestore.models.nafnet import NAFNet, NAFNetConfig  # noqa: E402
+from imrestore.models.network import ModelConfig, RestorationNet, count_parameters  # noqa: E402
 
 WARMUP = 2
 SMOKE = {"batch": 1, "crop": 32, "steps": 2}
-
-
-# ------------------------------------------------------------------------------------ NAFNet (the reference)
-
-class SimpleGate(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a, b = x.chunk(2, dim=1)
-        return a * b
-
-
-class NAFBlock(nn.Module):
-    def __init__(self, c: int) -> None:
-        super().__init__()
-        self.mix = nn.Sequential(LayerNorm2d(c), nn.Conv2d(c, 2 * c, 1), nn.Conv2d(2 * c, 2 * c, 3, padding=1,
-                                                                                    groups=2 * c), SimpleGate())
-        self.sca = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(c, c, 1))  # simplified channel attention
-        self.project = nn.Conv2d(c, c, 1)
-        self.ffn = nn.Sequential(LayerNorm2d(c), nn.Conv2d(c, 2 * c, 1), SimpleGate(), nn.Conv2d(c, c, 1))
-        self.beta = nn.Parameter(torch.zeros(1, c, 1, 1))
-        self.gamma = nn.Parameter(torch.zeros(1, c, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.mix(x)
-        x = x + self.beta * self.project(y * self.sca(y))
-        return x + self.gamma * self.ffn(x)
-
-
-class NAFNet(nn.Module):
-    def __init__(self, width: int = 16, encoders=(1, 1, 1, 4), middle: int = 1, decoders=(1, 1, 1, 1)) -> None:
-        super().__init__()
-        self.intro, self.ending = nn.Conv2d(3, width, 3, padding=1), nn.Conv2d(width, 3, 3, padding=1)
-        self.encoders, self.downs, self.ups, self.decoders = (nn.ModuleList() for _ in range(4))
-        c = width
-        for count in encoders:
-            self.encoders.append(nn.Sequential(*(NAFBlock(c) for _ in range(count))))
-            self.downs.append(nn.Conv2d(c, 2 * c, 2, stride=2))
-            c *= 2
-        self.middle = nn.Sequential(*(NAFBlock(c) for _ in range(middle)))
-        for count in decoders:
-            self.ups.append(nn.Sequential(nn.Conv2d(c, 2 * c, 1, bias=False), nn.PixelShuffle(2)))
-            c //= 2
-            self.decoders.append(nn.Sequential(*(NAFBlock(c) for _ in range(count))))
-        self.multiple = 2 ** len(encoders)
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        height, width = image.shape[-2:]
-        x = self.intro(pad_to_multiple(image, self.multiple))
-        skips = []
-        for encoder, down in zip(self.encoders, self.downs):
-            x = encoder(x)
-            skips.append(x)
-            x = down(x)
-        x = self.middle(x)
-        for up, decoder, skip in zip(self.ups, self.decoders, reversed(skips)):
-            x = decoder(up(x) + skip)
-        return image + self.ending(x)[..., :height, :width]
 
 
 # ---------------------------------------------------------------------------------------------- measurement
@@ -121,7 +63,7 @@ def training_step(net: nn.Module, optimizer: torch.optim.Optimizer, degraded: to
 def measure(batch: int, crop: int, steps: int, device: torch.device) -> dict:
     torch.manual_seed(0)
     nets = {"paper": ("RestorationNet(ModelConfig())", RestorationNet(ModelConfig())),
-            "reference": ("NAFNet w16 enc 1-1-1-4 mid 1 dec 1-1-1-1", NAFNet())}
+            "reference": (f"NAFNet ({NAFNetConfig().describe()})", NAFNet(NAFNetConfig()))}
     degraded, clean = torch.rand(2, batch, 3, crop, crop).to(device)
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     runs = {}

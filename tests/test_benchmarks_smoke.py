@@ -47,7 +47,9 @@ def test_train_step_speed_smoke_writes_its_json(tmp_path):
     from imrestore.models.network import ModelConfig, RestorationNet, count_parameters
 
     assert results["networks"]["paper"]["parameters"] == count_parameters(RestorationNet(ModelConfig()))
-    assert 1.3e6 < results["networks"]["reference"]["parameters"] < 1.7e6
+    from imrestore.models.nafnet import NAFNet, NAFNetConfig
+
+    assert results["networks"]["reference"]["parameters"] == count_parameters(NAFNet(NAFNetConfig()))
     for row in results["networks"].values():
         assert len(row["step_seconds"]) == 2 and all(s > 0 for s in row["step_seconds"])
         assert row["median_step_s"] == pytest.approx(statistics.median(row["step_seconds"]))
@@ -55,15 +57,6 @@ def test_train_step_speed_smoke_writes_its_json(tmp_path):
     ratio = results["networks"]["paper"]["median_step_s"] / results["networks"]["reference"]["median_step_s"]
     assert results["ratio_paper_over_reference"] == pytest.approx({"step_time": ratio, "steps_per_s": 1 / ratio})
     assert results["machine"]["cpus"] >= 1
-
-
-def test_the_nafnet_reference_is_nafnet_sized_and_keeps_any_image_size():
-    from train_step_speed import NAFNet
-
-    net = NAFNet()
-    assert 1.3e6 < sum(p.numel() for p in net.parameters()) < 1.7e6
-    assert net(torch.rand(1, 3, 20, 36)).shape == (1, 3, 20, 36)  # padded to a multiple of 16, cropped back
-    assert len(net.encoders) == 4 and [len(e) for e in net.encoders] == [1, 1, 1, 4]
 
 
 def fake_run(psnr: float, ssim: float, input_psnr: float = 25.0) -> dict:
@@ -224,3 +217,14 @@ def test_the_gpu_suite_runs_every_section_at_toy_sizes_on_the_cpu(tmp_path):
     assert all(math.isfinite(p["test_psnr"]) for p in results["curve"]["points"])
     table = (tmp_path / "gpu_suite.md").read_text()
     assert "## Training step (bf16 autocast)" in table and "FASTEST_BACKEND['cuda'] per dtype" in table
+
+
+def test_onnx_speed_smoke_writes_its_json(tmp_path):
+    done = run_script("onnx_speed.py", "--smoke", "--archs", "nafnet", "--out", str(tmp_path), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    results = json.loads((tmp_path / "onnx_speed.json").read_text())
+    assert (results["benchmark"], results["frame"], results["repeats"]) == ("onnx_speed", [64, 64], 1)
+    row = results["archs"]["nafnet"]
+    assert len(row["torch_s"]) == len(row["onnxruntime_s"]) == 1 and row["export_s"] > 0
+    assert row["ratio_torch_over_onnxruntime"] == pytest.approx(row["median_torch_s"] / row["median_onnxruntime_s"])
+    assert row["max_abs_difference"] < 1e-5 and row["weights"] == "fresh (smoke)"

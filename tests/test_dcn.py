@@ -76,6 +76,30 @@ GEOMETRIES = [
 CHANNELS = [(3, 4), (5, 2)]
 
 
+@pytest.mark.parametrize("backend", ["torchvision", "grid_sample"])
+def test_mirrored_even_kernels_keep_an_image_on_its_grid(backend):
+    """A 4×4 box filter reads around p + ½; the mirrored padding around p − ½. Chained, an impulse stays where it
+    was: the network's head and tail are such a pair. Two of the same kind would move it by one pixel."""
+    def box(extra: str) -> DeformableConv2d:
+        layer = DeformableConv2d(1, 1, kernel_size=4, bias=False, backend=backend, even_padding=extra)
+        with torch.no_grad():
+            layer.weight.fill_(1 / 16)
+        return layer
+
+    image = torch.zeros(1, 1, 15, 15)
+    image[0, 0, 7, 7] = 1
+    grid = torch.arange(15.0)
+
+    def centre(out: torch.Tensor) -> tuple[float, float]:
+        weights = out[0, 0] / out.sum()
+        return float((weights.sum(1) * grid).sum()), float((weights.sum(0) * grid).sum())
+
+    with torch.no_grad():
+        assert centre(box("before")(box("after")(image))) == pytest.approx((7.0, 7.0))
+        assert centre(box("after")(box("after")(image))) == pytest.approx((6.0, 6.0))
+        assert centre(box("after")(image)) == pytest.approx((6.5, 6.5))
+
+
 @pytest.mark.parametrize("channels", CHANNELS, ids=["sample-then-project", "project-then-sample"])
 @pytest.mark.parametrize("with_mask", [True, False], ids=["mask", "no-mask"])
 @pytest.mark.parametrize("kernel,stride,padding,dilation,height,width", GEOMETRIES)
@@ -134,12 +158,13 @@ def test_gradcheck_tiny_float64():
 
 
 @pytest.mark.parametrize("backend", ["torchvision", "grid_sample", "auto"])
-@pytest.mark.parametrize("kernel,stride", [(3, 1), (4, 1), (3, 2), (4, 2)])
-def test_a_fresh_layer_is_the_plain_conv_with_its_weight(kernel, stride, backend):
+@pytest.mark.parametrize("kernel,stride,extra", [(3, 1, "after"), (4, 1, "after"), (4, 1, "before"), (3, 2, "after"),
+                                                 (4, 2, "before")])
+def test_a_fresh_layer_is_the_plain_conv_with_its_weight(kernel, stride, extra, backend):
     torch.manual_seed(0)
-    layer = DeformableConv2d(3, 5, kernel_size=kernel, stride=stride, backend=backend)
+    layer = DeformableConv2d(3, 5, kernel_size=kernel, stride=stride, backend=backend, even_padding=extra)
     x = torch.randn(2, 3, 9, 11)
-    before, after = same_padding(kernel)
+    before, after = same_padding(kernel, extra)
     plain = F.conv2d(F.pad(x, (before, after, before, after)), layer.weight, layer.bias, stride=stride)
     torch.testing.assert_close(layer(x), plain, rtol=1e-5, atol=1e-5)
 

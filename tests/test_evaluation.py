@@ -60,7 +60,7 @@ def export_network(folder: Path, identity: bool = False, task: str = "denoise") 
 
 def params_for(tmp_path: Path, **evaluate_overrides) -> dict:
     evaluate_section = {"tile": 64, "overlap": 16, "tile_batch": 2, "device": "cpu", "comparisons": 2,
-                        "benchmarks": str(tmp_path / "benchmarks"),
+                        "benchmarks": str(tmp_path / "benchmarks"), "published": str(tmp_path / "checkpoints"),
                         "baselines": {"denoise": ["identity", "wavelet"], "deblur": ["unsharp_mask"]}}
     evaluate_section.update(evaluate_overrides)
     return {"evaluate": evaluate_section, "download": {"sidd": {"source": "sample"}, "gopro": {"source": "x.zip"}}}
@@ -114,6 +114,45 @@ def test_an_identity_network_scores_exactly_the_input(tmp_path):
     for key in ("psnr", "ssim", "psnr_y", "ssim_y", "ssim_3d"):
         assert metrics[key] == pytest.approx(metrics["input"][key], abs=1e-12)
     assert metrics["benchmarks"] == {}  # no .mat files: nothing claimed
+
+
+def test_published_checkpoints_are_scored_by_the_same_code_on_the_same_images(tmp_path):
+    """A NAFNet release file ({"params": …}) and a Lightning checkpoint of the paper's network, random weights."""
+    from imrestore.models.nafnet import NAFNet, NAFNetConfig
+
+    split = write_pairs(tmp_path / "pairs", count=3)
+    write_sidd_validation(tmp_path / "benchmarks" / "sidd", images=1, blocks=2, size=32)
+    folder = tmp_path / "checkpoints" / "denoise"
+    folder.mkdir(parents=True)
+    (folder / "README.md").write_text("notes, not weights")
+    nafnet = NAFNet(NAFNetConfig(width=4))
+    with torch.no_grad():  # a zero ending makes NAFNet the identity through its global residual
+        nafnet.ending.weight.zero_()
+        nafnet.ending.bias.zero_()
+    torch.save({"params": nafnet.state_dict()}, folder / "NAFNet-identity.pth")
+    torch.manual_seed(1)
+    paper = RestorationModule({"blocks": 2, "features": 8, "dcn_kernel": 4}, {})
+    with torch.no_grad():
+        paper.net.tail.weight.normal_(std=0.01)
+    torch.save({"state_dict": paper.state_dict()}, folder / "paper-lightning.pt")
+
+    metrics = run(tmp_path, params_for(tmp_path, baselines={}), export_network(tmp_path / "m"), split)
+    identity, other = metrics["published"]["NAFNet-identity"], metrics["published"]["paper-lightning"]
+    assert set(metrics["published"]) == {"NAFNet-identity", "paper-lightning"}
+    for key in ("psnr", "ssim", "psnr_y", "ssim_y", "ssim_3d"):
+        assert identity[key] == pytest.approx(metrics["input"][key], abs=1e-12)
+    assert identity["model"] == {"arch": "nafnet", "parameters": sum(p.numel() for p in nafnet.parameters()),
+                                 "width": 4, "enc_blocks": [1, 1, 1, 1], "middle_blocks": 1, "dec_blocks": [1, 1, 1, 1],
+                                 "size": "width 4, blocks 1-1-1-1 / 1 / 1-1-1-1"}
+    sidd = identity["benchmarks"]["sidd_validation"]
+    assert sidd["n_images"] == 2 and sidd["psnr"] == pytest.approx(sidd["input"]["psnr"], abs=1e-12)
+    assert other["model"]["arch"] == "paper" and other["model"]["dcn_kernel"] == 4 and other["model"]["blocks"] == 2
+    assert abs(other["psnr"] - metrics["input"]["psnr"]) > 1e-3 and math.isfinite(other["psnr"])
+    assert other["file"] == str(folder / "paper-lightning.pt")
+
+    (folder / "notes.txt").write_text("stray")
+    with pytest.raises(ImrestoreError, match=r"notes.txt: expected only checkpoint files \(.pth, .pt\)"):
+        run(tmp_path, params_for(tmp_path, baselines={}), export_network(tmp_path / "m"), split)
 
 
 def test_max_images_picks_evenly_spaced_test_pairs(tmp_path):

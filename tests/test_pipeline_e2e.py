@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -201,6 +202,47 @@ def test_a_ddp_experiment_on_two_cpu_processes_runs_through_dvc(pipeline):
     assert sorted(p.name for p in (pipeline / "build/checkpoints/denoise").iterdir()) == ["last.ckpt", "run.json"]
     sh("git", "checkout", "-q", "--", ".", cwd=pipeline)  # back to the baseline for the tests that follow
     sh("dvc", "checkout", "-q", cwd=pipeline)
+
+
+def test_nafnet_runs_as_an_experiment_and_the_report_and_table_name_it(pipeline):
+    """`-S model.arch=nafnet`, at the smallest width; 4 levels, so the 16-pixel grid meets the 64/16 tiles."""
+    sh("git", "add", "-A", cwd=pipeline)
+    sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "before nafnet", "--allow-empty",
+       cwd=pipeline)
+    sh("dvc", "exp", "run", "-S", "model.arch=nafnet", "-S", "model.nafnet.width=4", "--name", "naf", cwd=pipeline)
+    shown = json.loads(sh("dvc", "exp", "show", "--json", cwd=pipeline).stdout)
+    run = {exp["name"]: exp for row in shown for exp in (row.get("experiments") or [])}["naf"]["revs"][0]["data"]
+    for task in ("deblur", "denoise"):
+        model = run["metrics"][f"metrics/{task}.json"]["data"]["model"]
+        assert model["arch"] == "nafnet" and model["size"] == "width 4, blocks 1-1-1-1 / 1 / 1-1-1-1"
+        assert math.isfinite(run["metrics"][f"metrics/{task}.json"]["data"]["psnr"])
+    sh("imrestore", "report", "--base", "HEAD", "--exp", "naf", "--out", "build/pr-naf", cwd=pipeline)
+    report = (pipeline / "build/pr-naf/report.md").read_text()
+    assert re.search(r"- base: the paper's network \(\d+ blocks?, DCN kernel 3, [\d,]+ parameters\)", report)
+    assert "- compared: NAFNet (width 4, blocks 1-1-1-1 / 1 / 1-1-1-1" in report
+    table = sh("imrestore", "paper-table", "--out", "build/table.md", cwd=pipeline)
+    assert "Other architectures and published checkpoints" in table.stdout
+    assert "| NAFNet | width 4, blocks 1-1-1-1 / 1 / 1-1-1-1 |" in (pipeline / "build/table.md").read_text()
+
+
+def test_a_published_checkpoint_in_data_is_evaluated_beside_the_trained_model(pipeline):
+    """A release-layout file with random weights: `dvc add data`, and only evaluate@denoise runs again."""
+    import torch
+
+    from imrestore.models.nafnet import NAFNet, NAFNetConfig
+
+    torch.manual_seed(0)
+    torch.save({"params": NAFNet(NAFNetConfig(width=8, enc_blocks=(1, 1), dec_blocks=(1, 1))).state_dict()},
+               pipeline / "data/checkpoints/denoise/NAFNet-random.pth")
+    sh("dvc", "add", "data", cwd=pipeline)
+    assert sorted(json.loads(sh("dvc", "status", "--json", cwd=pipeline).stdout)) == ["evaluate@denoise"]
+    sh("dvc", "repro", "evaluate@denoise", cwd=pipeline)
+    published = json.loads((pipeline / "metrics/denoise.json").read_text())["published"]["NAFNet-random"]
+    assert published["model"]["arch"] == "nafnet" and published["model"]["enc_blocks"] == [1, 1]
+    assert all(math.isfinite(published[key]) for key in METRIC_KEYS)
+    (pipeline / "data/checkpoints/denoise/NAFNet-random.pth").unlink()  # back to the baseline for what follows
+    sh("dvc", "add", "data", cwd=pipeline)
+    sh("dvc", "repro", "evaluate@denoise", cwd=pipeline)
 
 
 def test_the_sidd_benchmark_is_evaluated_once_its_files_are_in_data(pipeline):

@@ -534,3 +534,39 @@ def test_paper_table_keeps_only_successful_current_results(tmp_path):
     table = paper_table(results_from_exp_show(shown, tmp_path))["deblur"]
     picked = {(blocks, kernel): ours and (ours.source, ours.psnr) for blocks, kernel, ours, _ in table}
     assert picked == {(9, 3): ("new", 22.0), (9, 4): None, (12, 3): ("main", 23.0), (12, 4): None}
+
+
+def test_the_paper_table_shows_other_architectures_beside_the_grid(tmp_path):
+    """NAFNet rows never fill a Table 2 cell; they are listed below it, one per size, the newest of each."""
+    from imrestore.report import paper_table_markdown, peer_table
+
+    def row(name, model_params, metrics_model, psnr, timestamp):
+        metrics = {"psnr": psnr, "ssim": 0.7, "n_images": 8, "data": "sample", "model": metrics_model}
+        return {"rev": name, "name": name, "error": None, "executor": {"state": "success"},
+                "data": {"timestamp": timestamp, "params": {"params.yaml": {"data": {"model": model_params}}},
+                         "metrics": {"metrics/denoise.json": {"data": metrics}}}}
+
+    small = {"arch": "nafnet", "width": 16, "size": "width 16, blocks 1-1-1-1 / 1 / 1-1-1-1"}  # as exp show keeps it
+    named = {"arch": "nafnet", "width": 32, "size": "width 32, blocks 2-2-4-8 / 12 / 2-2-2-2"}
+    published = {"NAFNet-SIDD-width32": {"psnr": 39.0, "ssim": 0.95, "model": named}}
+    runs = [row("naf-old", {"arch": "nafnet"}, small, 27.0, "2026-01-01T00:00:00"),
+            row("naf-new", {"arch": "nafnet"}, small, 28.0, "2026-01-02T00:00:00"),
+            row("naf-sidd", {"arch": "nafnet", "nafnet": "sidd-width32"}, named, 29.0, "2026-01-02T00:00:00"),
+            row("stale", {"arch": "paper", "blocks": 9, "dcn_kernel": 3}, small, 99.0, "2026-01-03T00:00:00"),
+            row("paper", {"arch": "paper", "blocks": 9, "dcn_kernel": 3},
+                {"arch": "paper", "blocks": 9, "dcn_kernel": 3}, 26.0, "2026-01-02T00:00:00")]
+    runs[-1]["data"]["metrics"]["metrics/denoise.json"]["data"]["published"] = published
+    shown = [{"rev": "a" * 40, "name": "main", "error": None, "data": None,
+              "experiments": [{"name": r["name"], "executor": r.pop("executor"), "revs": [r]} for r in runs]}]
+    results = results_from_exp_show(shown, tmp_path)
+    table, peers = paper_table(results), peer_table(results)
+    assert [(ours.source, ours.psnr) for blocks, kernel, ours, _ in table["denoise"] if ours] == [("paper", 26.0)]
+    assert [(r.source, r.size, r.published) for r in peers["denoise"]] == [
+        ("naf-new", "width 16, blocks 1-1-1-1 / 1 / 1-1-1-1", ""),
+        ("naf-sidd", "width 32, blocks 2-2-4-8 / 12 / 2-2-2-2", ""),
+        ("paper", "width 32, blocks 2-2-4-8 / 12 / 2-2-2-2", "NAFNet-SIDD-width32")]
+    text = paper_table_markdown(table, peers)
+    assert ("| NAFNet | width 32, blocks 2-2-4-8 / 12 / 2-2-2-2 | 39.00 | 0.9500 | 8 | embedded sample | published "
+            "`NAFNet-SIDD-width32`, evaluated in `paper` |") in text
+    assert "| NAFNet | width 16, blocks 1-1-1-1 / 1 / 1-1-1-1 | 28.00 | 0.7000 | 8 | embedded sample | `naf-new` |" in text
+    assert "99.00" not in text and peers["deblur"] == []

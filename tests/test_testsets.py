@@ -18,15 +18,16 @@ from mat_builders import (
     write_sidd_validation,
 )
 
+from imrestore.atomic import ensure_text
 from imrestore.errors import ImrestoreError
 from imrestore.testsets import (
+    BENCHMARK_READMES,
     SIDD_VALIDATION_FILES,
     SiddValidation,
     find_sidd_validation,
     load_sidd_validation,
     read_mat_array,
     sidd_benchmark_folder,
-    write_benchmark_readmes,
 )
 
 NOISY_KEY, GT_KEY = Path(NOISY_NAME).stem, Path(GT_NAME).stem
@@ -260,7 +261,8 @@ def test_a_missing_file_is_named(tmp_path: Path) -> None:
 
 
 def test_sidd_files_left_outside_their_folder_are_refused_not_ignored(tmp_path: Path) -> None:
-    write_benchmark_readmes(tmp_path)
+    for dataset, text in BENCHMARK_READMES.items():
+        ensure_text(tmp_path / dataset / "README.md", text)
     assert sidd_benchmark_folder(tmp_path) == tmp_path / "sidd"
     assert find_sidd_validation(tmp_path / "sidd") is None  # the READMEs alone are no benchmark
     noisy_path, _ = write_sidd_validation(tmp_path, images=1, blocks=1, size=16)  # where they used to go

@@ -98,6 +98,13 @@ def write_text(final: Path | str, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def ensure_text(final: Path | str, text: str) -> None:
+    """Make `final` hold `text`; a file that does already is left untouched (its mtime too)."""
+    final = Path(final)
+    if not (final.is_file() and final.read_text(encoding="utf-8") == text):
+        write_text(final, text)
+
+
 def write_bytes(final: Path | str, data: bytes) -> None:
     with atomic_file(final) as tmp:
         tmp.write_bytes(data)

@@ -3,6 +3,7 @@
   imrestore data                      materialise data/ (the raw inputs data.dvc tracks) and cache it in DVC
   imrestore validate DIR --dataset D  check a dataset folder in the upstream layout, without the pipeline
   imrestore restore PATH --task T     restore your own images (a file or a folder) with a trained model
+  imrestore export --task T           a trained model as ONNX (dynamic batch, height and width)
   imrestore report --base REV [--rev REV | --exp NAME] [--out DIR]
                                       a pull-request report (markdown + PNG plots) of what changed against REV
   imrestore paper-table [--out FILE]  the paper's Table 2 (blocks × DCN kernel) from `dvc exp show`
@@ -49,8 +50,10 @@ def prepare_data() -> str:
     records the embedded sample, copy the photographs from the installed scikit-image. Never changes
     data.dvc: recording new raw data is the user's `dvc add data`.
     """
+    from imrestore.atomic import ensure_text
+    from imrestore.models.weights import CHECKPOINT_READMES
     from imrestore.sample import materialise_photos
-    from imrestore.testsets import write_benchmark_readmes
+    from imrestore.testsets import BENCHMARK_READMES
 
     if not DATA_DVC.is_file():
         raise ImrestoreError(f"{DATA_DVC} not found: run from the repository root")
@@ -66,7 +69,9 @@ def prepare_data() -> str:
                 f"the raw data from the remote, or `dvc add data` to record data/ as it is now"
             )
         materialise_photos(DATA_DIR)
-        write_benchmark_readmes(DATA_DIR / "benchmarks")
+        for folder, readmes in (("benchmarks", BENCHMARK_READMES), ("checkpoints", CHECKPOINT_READMES)):
+            for name, text in readmes.items():
+                ensure_text(DATA_DIR / folder / name / "README.md", text)
         how = "copied from scikit-image"
         if not _data_matches_dvc_file():
             raise ImrestoreError(
@@ -120,6 +125,19 @@ def _restore(args: argparse.Namespace) -> None:
                              + "\n".join(report.failed.values()))
 
 
+def _export(args: argparse.Namespace) -> None:
+    from imrestore.export import export_onnx
+    from imrestore.restore import load_task_weights
+
+    weights, net = load_task_weights(args.task, args.weights)
+    out = args.out or Path("build/export") / f"{args.task}.onnx"
+    exported = export_onnx(net, out, metadata={"imrestore.task": args.task, "imrestore.weights": str(weights)})
+    check = ("onnxruntime is not installed, so it was not run" if exported.max_difference is None else
+             f"onnxruntime matches PyTorch to {exported.max_difference:.1e} on a random image")
+    print(f"wrote {exported.path} (the {args.task} model from {weights}; input `image`, float32 N×3×H×W in [0, 1], "
+          f"H, W ≥ 16); {check}")
+
+
 def _report(args: argparse.Namespace) -> None:
     from imrestore.report import write_report
 
@@ -133,9 +151,9 @@ def _paper_table(args: argparse.Namespace) -> None:
 
     from imrestore.report import paper_table_rich, write_paper_table
 
-    table = write_paper_table(args.out, all_commits=args.all_commits)
+    table, peers = write_paper_table(args.out, all_commits=args.all_commits)
     console = Console()
-    for grid in paper_table_rich(table):
+    for grid in paper_table_rich(table, peers):
         console.print(grid, "")
     console.print(f"wrote {args.out}", highlight=False)
 
@@ -167,6 +185,13 @@ def main(argv: list[str] | None = None) -> None:
     restore.add_argument("--self-ensemble", action="store_true", help="average the 8 flips/rotations (8x slower)")
     restore.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     restore.set_defaults(run=_restore)
+
+    export = commands.add_parser("export", help="a trained model as ONNX for deployment")
+    export.add_argument("--task", choices=tuple(TASKS), required=True)
+    export.add_argument("--format", choices=("onnx",), default="onnx")
+    export.add_argument("--weights", type=Path, help="model folder or training checkpoint (default: models/<task>)")
+    export.add_argument("--out", type=Path, help="file to write (default: build/export/<task>.onnx)")
+    export.set_defaults(run=_export)
 
     report = commands.add_parser("report", help="markdown report of metrics, params and plots against a base")
     report.add_argument("--base", required=True, help="git revision (or DVC experiment) to compare against")

@@ -9,6 +9,10 @@ classical baselines, into one metrics JSON, a per-image table and image comparis
 Every number is measured by `imrestore.metrics` on uint8 images (the standard protocol). The test split is
 GoPro's official test set (its 1111 frames on real data) and SIDD's held-out 20%. When the SIDD validation
 benchmark's .mat files lie under `evaluate.benchmarks`, its 1280 blocks are evaluated as well.
+
+Checkpoints trained elsewhere (NAFNet's release files, say) that lie in `evaluate.published`/<task>/ are
+evaluated on the same images by the same code, into `published` in the same metrics JSON: the paper table
+shows them beside the trained models (README, "Published checkpoints").
 """
 
 from __future__ import annotations
@@ -32,8 +36,8 @@ from imrestore.inference import InferenceConfig, prepare_network, resolve_device
 from imrestore.layouts import TASKS
 from imrestore.manifest import default_workers, load_rgb8, read_manifest
 from imrestore.metrics import METRIC_NAMES, image_metrics, quantize
-from imrestore.models.network import count_parameters
-from imrestore.models.weights import load_network
+from imrestore.models.network import describe_network
+from imrestore.models.weights import PUBLISHED_SUFFIXES, load_network, load_published
 from imrestore.params import reject_unknown, section
 from imrestore.progress import progress_bar
 from imrestore.testsets import find_sidd_validation, load_sidd_validation, sidd_benchmark_folder
@@ -53,12 +57,13 @@ class EvaluateSettings:
     # One folder per dataset below it (testsets.BENCHMARK_READMES); None: score no benchmark (callers outside
     # the pipeline: dvc.yaml depends on evaluate.benchmarks/<dataset>, so params.yaml always names a folder).
     benchmarks: Path | None = Path("data/benchmarks")
+    published: Path | None = Path("data/checkpoints")  # <task>/*.pth below it are evaluated too; None: none
 
     @classmethod
     def from_params(cls, params: dict[str, Any], task: str) -> EvaluateSettings:
         where = "evaluate"
         settings = dict(section(params, where))
-        own = {"crop_border", "comparisons", "max_images", "device", "benchmarks", "baselines"}
+        own = {"crop_border", "comparisons", "max_images", "device", "benchmarks", "published", "baselines"}
         reject_unknown(settings, own | InferenceConfig.keys(), where)
         baselines = settings.get("baselines") or {}
         if not isinstance(baselines, dict):
@@ -71,14 +76,16 @@ class EvaluateSettings:
                 continue
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < minimum):
                 raise ImrestoreError(f"params.yaml: {where}.{key} must be an integer ≥ {minimum}, found {value!r}")
-        benchmarks = settings.get("benchmarks", "data/benchmarks")
-        if benchmarks is not None and (not isinstance(benchmarks, str) or not benchmarks.strip()):
-            raise ImrestoreError(f"params.yaml: {where}.benchmarks must be a folder (default data/benchmarks), "
-                                 f"found {benchmarks!r}")
+        folders = {}
+        for key, default in (("benchmarks", "data/benchmarks"), ("published", "data/checkpoints")):
+            folder = settings.get(key, default)
+            if folder is not None and (not isinstance(folder, str) or not folder.strip()):
+                raise ImrestoreError(f"params.yaml: {where}.{key} must be a folder (default {default}), "
+                                     f"found {folder!r}")
+            folders[key] = Path(folder) if folder is not None else None
         return cls(inference=InferenceConfig.from_params(settings, f"params.yaml: {where}"), baselines=names,
                    crop_border=settings.get("crop_border", 0), comparisons=settings.get("comparisons", 3),
-                   max_images=settings.get("max_images"), device=str(settings.get("device", "auto")),
-                   benchmarks=Path(benchmarks) if benchmarks is not None else None)
+                   max_images=settings.get("max_images"), device=str(settings.get("device", "auto")), **folders)
 
 
 def select_test_pairs(split_csv: Path, max_images: int | None = None) -> pd.DataFrame:
@@ -215,6 +222,25 @@ def evaluate_sidd_validation(restorer: Restorer, folder: Path, crop_border: int,
                                 **_mean(ours), "input": _mean(inputs)}}
 
 
+def published_checkpoints(folder: Path | None) -> dict[str, Path]:
+    """{name: file} of the checkpoints in `folder` (the file names without suffix); README files are notes."""
+    if folder is None or not Path(folder).is_dir():
+        return {}
+    found: dict[str, Path] = {}
+    for path in sorted(Path(folder).iterdir()):
+        if path.name.lower().startswith("readme"):
+            continue
+        if path.suffix not in PUBLISHED_SUFFIXES or not path.is_file():
+            what = "a folder" if path.is_dir() else f"a {path.suffix or 'suffix-less'} file"
+            raise ImrestoreError(f"{path}: expected only checkpoint files ({', '.join(PUBLISHED_SUFFIXES)}) in "
+                                 f"{folder}, found {what}")
+        if path.stem in found:
+            raise ImrestoreError(f"{path} and {found[path.stem]} would both be reported as {path.stem!r}; "
+                                 "rename one")
+        found[path.stem] = path
+    return found
+
+
 def evaluate(task: str, params: dict[str, Any], weights_dir: Path, split_csv: Path, metrics_json: Path,
              report_dir: Path, progress: bool = True) -> dict[str, Any]:
     """Evaluate `task`'s trained network; write metrics_json and report_dir/{per_image.csv, comparisons/}."""
@@ -225,11 +251,15 @@ def evaluate(task: str, params: dict[str, Any], weights_dir: Path, split_csv: Pa
     device = resolve_device(settings.device)
     net = load_network(weights_dir)
     restorer = Restorer(net, settings.inference, device)
+    published_files = published_checkpoints(settings.published / task if settings.published is not None else None)
+    published = {name: Restorer(load_published(path), settings.inference, device)
+                 for name, path in published_files.items()}
     pairs = select_test_pairs(split_csv, settings.max_images)
     shown = set(np.linspace(0, len(pairs) - 1, min(settings.comparisons, len(pairs))).round().astype(int).tolist()
                 if settings.comparisons else [])
 
     rows, ours, inputs = [], [], []
+    theirs: dict[str, list[dict[str, float]]] = {name: [] for name in published}
     with atomic.atomic_dir(report_dir) as out:
         (out / "comparisons").mkdir()
         with progress_bar(f"evaluate {task}", total=len(pairs), unit="images", enabled=progress) as advance:
@@ -240,6 +270,9 @@ def evaluate(task: str, params: dict[str, Any], weights_dir: Path, split_csv: Pa
                                          f"is {target.shape}; expected the same size")
                 restored = restorer(_to_tensor(degraded)[None])[0]
                 ours.append(_metrics_of(restored, _to_tensor(target), settings.crop_border))
+                for name, other in published.items():
+                    theirs[name].append(_metrics_of(other(_to_tensor(degraded)[None])[0], _to_tensor(target),
+                                                    settings.crop_border))
                 inputs.append(_metrics_of(_to_tensor(degraded), _to_tensor(target), settings.crop_border))
                 rows.append({"name": pair.pair_id, "psnr": ours[-1]["psnr"], "ssim": ours[-1]["ssim"],
                              "input_psnr": inputs[-1]["psnr"], "input_ssim": inputs[-1]["ssim"]})
@@ -251,12 +284,14 @@ def evaluate(task: str, params: dict[str, Any], weights_dir: Path, split_csv: Pa
                 advance(1)
         pd.DataFrame(rows).to_csv(out / "per_image.csv", index=False, float_format="%.6f")
         test_seconds, test_megapixels = restorer.seconds, restorer.megapixels
-        benchmarks = (evaluate_sidd_validation(restorer, sidd_benchmark_folder(settings.benchmarks),
-                                               settings.crop_border, progress)
-                      if task == "denoise" and settings.benchmarks is not None else {})
+        def benchmarks_of(scored: Restorer) -> dict:
+            return (evaluate_sidd_validation(scored, sidd_benchmark_folder(settings.benchmarks), settings.crop_border,
+                                             progress)
+                    if task == "denoise" and settings.benchmarks is not None else {})
+
+        benchmarks = benchmarks_of(restorer)
         baselines = evaluate_baselines(task, settings.baselines, pairs, settings.crop_border, progress)
         source = section(params, f"download.{dataset}.source")
-        config = net.config
         metrics = {
             "task": task, "dataset": dataset, "data": "sample" if source == "sample" else "real",
             "split": "test", "n_images": len(pairs), "crop_border": settings.crop_border,
@@ -264,8 +299,10 @@ def evaluate(task: str, params: dict[str, Any], weights_dir: Path, split_csv: Pa
             "input": _mean(inputs),
             "baselines": baselines,
             "benchmarks": benchmarks,
-            "model": {"parameters": count_parameters(net), "blocks": config.blocks, "features": config.features,
-                      "dcn_kernel": config.dcn_kernel},
+            "model": describe_network(net),
+            "published": {name: {**_mean(theirs[name]), "model": describe_network(other.net),
+                                 "benchmarks": benchmarks_of(other), "file": str(published_files[name])}
+                          for name, other in published.items()},
             "inference": {"device": _device_name(device), "megapixels_per_s": test_megapixels / test_seconds,
                           "seconds_per_image": test_seconds / len(pairs), "tile": settings.inference.tile,
                           "overlap": settings.inference.overlap, "self_ensemble": settings.inference.self_ensemble},

@@ -2,15 +2,18 @@
 
     restored = restore_image(net, image, InferenceConfig(tile=256, overlap=32))
 
-The image is padded once to the network's multiple (reflect, as the network itself would), then cut into
-`tile`×`tile` windows whose origins are multiples of that same number, so every tile sees the stride-2 grid
-the untiled network sees. Neighbouring tiles share at least `overlap` pixels; across the shared band each
-tile's weight is 0 on the outer quarter (those pixels saw zero padding, not image), then rises as a raised
-cosine; the weights are normalised, so the result is a convex blend with no seams. Where the network's
-receptive field fits in a quarter of the overlap, tiles reproduce untiled inference to float precision (the
-tests check this). The paper's network is not fully local: its
-channel attention pools over the whole input, so per tile it pools over that tile. On 720p frames that costs
-a fraction of a dB against untiled inference; NAFNet's TLC makes the same trade for the same reason.
+The image is padded once to the network's `size_multiple` (reflect, as the network itself would: 4 for the
+paper's network, 16 for a 4-level NAFNet), then cut into `tile`×`tile` windows whose origins are multiples of
+that same number, so every tile sees the stride-2 grid the untiled network sees. Neighbouring tiles share at
+least `overlap` pixels; across the shared band each tile's weight is 0 on the outer quarter (those pixels
+saw zero padding, not image), then rises as a raised cosine; the weights are normalised, so the result is a
+convex blend with no seams. Where the network's receptive field fits in a quarter of the overlap, tiles
+reproduce untiled inference to float precision (the tests check this).
+
+Neither network is fully local: the paper's channel attention and NAFNet's simplified channel attention pool
+over the whole input, so per tile they pool over that tile. On 720p frames that costs a fraction of a dB
+against untiled inference (README, "Evaluation"). NAFNet's TLC (test-time local converter) is the known
+remedy: it replaces the global pool by a local one the size of the training crop.
 
 Tiles are run `tile_batch` at a time, in bf16 autocast on CUDA. `self_ensemble` averages the 8 dihedral
 transforms (flips × 90° rotations) of the input, each restored and transformed back: BasicSR's `test_x8`.
@@ -27,7 +30,10 @@ import torch
 from torch import nn
 
 from imrestore.errors import ImrestoreError
-from imrestore.models.network import DOWNSCALE, pad_to_multiple
+from imrestore.models.layers import pad_to_multiple
+# The paper network's grid (two stride-2 stages), the granularity params are checked at; a network with a
+# coarser grid (NAFNet: 16) is checked again when it meets its tiles.
+from imrestore.models.network import DOWNSCALE
 
 
 @dataclass(frozen=True)
@@ -129,7 +135,13 @@ def restore_tiled(net: nn.Module, images: torch.Tensor, config: InferenceConfig)
     height, width = images.shape[-2:]
     if config.tile is None:
         return torch.cat([_run(net, chunk, config.precision) for chunk in images.split(config.tile_batch)])
-    padded = pad_to_multiple(images, DOWNSCALE)
+    multiple = getattr(net, "size_multiple", DOWNSCALE)
+    for key in ("tile", "overlap"):
+        if getattr(config, key) % multiple:
+            raise ImrestoreError(f"{key} {getattr(config, key)} must be a multiple of {multiple} for this network "
+                                 f"(its {type(net).__name__} pads to multiples of {multiple}; tiles on another grid "
+                                 "would not match untiled inference)")
+    padded = pad_to_multiple(images, multiple)
     full_h, full_w = padded.shape[-2:]
     tile_h, tile_w = min(config.tile, full_h), min(config.tile, full_w)
     # The grid is the product of the per-axis origins and the weights are per-axis products, so each axis'

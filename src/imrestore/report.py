@@ -177,6 +177,26 @@ def data_kind(task: str, metrics: dict | None, params: dict) -> str:
     return "sample" if source == "sample" else "real"
 
 
+def describe_model(model: dict | None) -> str:
+    """The architecture that made a metrics file, as evaluate records it (`model` in metrics/<task>.json)."""
+    model = model or {}
+    arch = model.get("arch", "paper")  # metrics written before model.arch existed are the paper's network's
+    count = f", {model['parameters']:,} parameters" if isinstance(model.get("parameters"), int) else ""
+    if arch == "nafnet":
+        return f"NAFNet ({describe_size(model)}{count})"
+    if "blocks" not in model:
+        return "the paper's network"
+    return f"the paper's network ({describe_size(model)}{count})"
+
+
+def describe_size(model: dict) -> str:
+    """A network's size in a few words, from the `model` evaluate records (NAFNet: its `size` string)."""
+    if model.get("arch") == "nafnet":
+        return model.get("size", "size not recorded")
+    blocks = model.get("blocks", "?")
+    return f"{blocks} block{'' if blocks == 1 else 's'}, DCN kernel {model.get('dcn_kernel', '?')}"
+
+
 def describe_data(task: str, metrics: dict | None, params: dict) -> str:
     dataset = DATASET_NAMES[TASKS[task]]
     preset = (params.get("train") or {}).get("preset", "cpu")
@@ -507,8 +527,8 @@ def _task_section(task: str, base: Snapshot, head: Snapshot, params: tuple[dict,
             lines.append(f"- {side}: **no {metrics_path(task=task)} at {snap.rev.label}** (the revision predates "
                          "the evaluate stage, or it was not run there)")
         else:
-            lines.append(f"- {side}: {metrics.get('n_images', '?')} {metrics.get('split', 'test')} images, "
-                         f"{describe_data(task, metrics, rev_params)}")
+            lines.append(f"- {side}: {describe_model(metrics.get('model'))}; {metrics.get('n_images', '?')} "
+                         f"{metrics.get('split', 'test')} images, {describe_data(task, metrics, rev_params)}")
     if old and new and data_kind(task, old, params[0]) != data_kind(task, new, params[1]):
         lines.append("- **the two sides ran on different data: the changes below compare different test sets**")
     if old or new:
@@ -597,6 +617,9 @@ class Result:
     data: str  # sample | real
     source: str  # which experiment, commit or the workspace
     timestamp: str  # ISO, local time like `dvc exp show`; the workspace's is when its metrics file was written
+    arch: str = "paper"  # model.arch; NAFNet rows have no blocks/kernel (None) and say their size instead
+    size: str = ""
+    published: str = ""  # a checkpoint trained elsewhere (its name in evaluate.published), not by the pipeline
 
 
 def _results_of(entry: dict, source: str, root: Path) -> list[Result]:
@@ -613,15 +636,28 @@ def _results_of(entry: dict, source: str, root: Path) -> list[Result]:
         if not metrics or not isinstance(metrics.get("psnr"), (int, float)):
             continue
         model = metrics.get("model") or configured  # what produced the numbers, as the evaluate stage records it
-        config = (model.get("blocks"), model.get("dcn_kernel"))
-        if config != (configured.get("blocks", config[0]), configured.get("dcn_kernel", config[1])):
+        arch = model.get("arch", "paper")
+        if arch != configured.get("arch", arch):
             continue  # params changed since the metrics were made: `dvc repro` has not run yet
+        if arch == "nafnet":  # the size comes from the metrics (params may name it, e.g. `sidd-width32`)
+            config, size = (None, None), describe_size(model)
+        else:
+            config, size = (model.get("blocks"), model.get("dcn_kernel")), ""
+            if config != (configured.get("blocks", config[0]), configured.get("dcn_kernel", config[1])):
+                continue
         timestamp = data.get("timestamp")
         if source == "workspace":
             written = (root / metrics_path(task=task)).stat().st_mtime
             timestamp = datetime.fromtimestamp(written).isoformat(timespec="seconds")
-        found.append(Result(task, *config, metrics["psnr"], metrics.get("ssim"), metrics.get("n_images"),
-                            data_kind(task, metrics, params), source, timestamp or ""))
+        kind = data_kind(task, metrics, params)
+        found.append(Result(task, *config, metrics["psnr"], metrics.get("ssim"), metrics.get("n_images"), kind,
+                            source, timestamp or "", arch, size))
+        for name, theirs in (metrics.get("published") or {}).items():  # evaluated alongside, by the same code
+            if isinstance(theirs.get("psnr"), (int, float)):
+                model = theirs.get("model") or {}
+                found.append(Result(task, None, None, theirs["psnr"], theirs.get("ssim"), metrics.get("n_images"),
+                                    kind, source, timestamp or "", model.get("arch", "?"),
+                                    describe_size(model), published=name))
     return found
 
 
@@ -655,14 +691,43 @@ def paper_table(results: list[Result]) -> dict[str, list[tuple[int, int, Result 
     for task in TASKS:
         rows = []
         for blocks, kernel in GRID:
-            ours = [r for r in results if (r.task, r.blocks, r.dcn_kernel) == (task, blocks, kernel)]
-            # the newest; on a tie, a named experiment or commit rather than the workspace that holds the same
-            latest = max(ours, key=lambda r: (r.timestamp, r.source != "workspace"), default=None)
+            ours = [r for r in results if not r.published
+                    and (r.task, r.arch, r.blocks, r.dcn_kernel) == (task, "paper", blocks, kernel)]
+            latest = _latest(ours)
             paper = next((p for p in PAPER_TABLE_2 if (p.task, p.blocks, p.dcn_kernel) == (task, blocks, kernel)),
                          None)
             rows.append((blocks, kernel, latest, paper))
         table[task] = rows
     return table
+
+
+def _latest(results: list[Result]) -> Result | None:
+    # the newest; on a tie, a named experiment or commit rather than the workspace that holds the same
+    return max(results, key=lambda r: (r.timestamp, r.source != "workspace"), default=None)
+
+
+def peer_table(results: list[Result]) -> dict[str, list[Result]]:
+    """Per task, the latest result of each other architecture and size (NAFNet) and of each published checkpoint,
+    to read beside Table 2."""
+    table = {}
+    for task in TASKS:
+        peers = [r for r in results if r.task == task and (r.arch != "paper" or r.published)]
+        kinds = sorted({(r.published, r.arch, r.size) for r in peers})
+        table[task] = [_latest([r for r in peers if (r.published, r.arch, r.size) == kind]) for kind in kinds]
+    return table
+
+
+PEER_COLUMNS = ("architecture", "size", "PSNR", "SSIM", "images", "data", "from")
+
+
+def _peer_cells(result: Result) -> list[str]:
+    arch = {"nafnet": "NAFNet", "paper": "the paper's"}.get(result.arch, result.arch)
+    origin = f"`{result.source}`"
+    if result.published:
+        origin = f"published `{result.published}`, evaluated in {origin}"
+    return [arch, result.size, _number(result.psnr, "psnr"), _number(result.ssim, "ssim"),
+            str(result.n_images) if result.n_images is not None else "—",
+            {"sample": "embedded sample"}.get(result.data, result.data), origin]
 
 
 def _ours_label(task: str, rows) -> str:
@@ -692,7 +757,7 @@ def _cells(blocks: int, kernel: int, ours: Result | None, paper: PaperRow | None
             dataset.get(ours.data, ours.data) if ours else "—", f"`{ours.source}`" if ours else "not run"]
 
 
-def paper_table_markdown(table) -> str:
+def paper_table_markdown(table, peers: dict[str, list[Result]] | None = None) -> str:
     about = ("Paper: Thosar, Joshi, Pullagura, *Image Restoration Using Deep Learning*, Table 2. Ours: `psnr` and "
              "`ssim` of metrics/<task>.json from the latest successful experiment (or the workspace) with that "
              "configuration, read from `dvc exp show --json`.")
@@ -705,13 +770,18 @@ def paper_table_markdown(table) -> str:
         if other:
             listed = "; ".join(f"{p.psnr:.2f} dB / {p.ssim:.2f}" for p in other)
             lines += ["", f"Other published rows (configuration not recorded in our notes): {listed}."]
+        if (peers or {}).get(task):
+            lines += ["", "Other architectures (`model.arch`) and published checkpoints (`evaluate.published`), on the "
+                      "same test images, scored by the same code:", "",
+                      "| " + " | ".join(PEER_COLUMNS) + " |", "|---|---|" + "---:|" * 3 + "---|---|"]
+            lines += ["| " + " | ".join(_peer_cells(r)) + " |" for r in peers[task]]
         lines.append("")
     if any(ours is None for rows in table.values() for _, _, ours, _ in rows):
         lines += [f"Configurations not run yet: queue the grid with `{GRID_COMMAND}`.", ""]
     return "\n".join(lines)
 
 
-def paper_table_rich(table) -> list:
+def paper_table_rich(table, peers: dict[str, list[Result]] | None = None) -> list:
     from rich import box
     from rich.table import Table
 
@@ -726,12 +796,22 @@ def paper_table_rich(table) -> list:
         for row in rows:
             grid.add_row(*(cell.strip("`") for cell in _cells(*row, short=True)))
         shown.append(grid)
+        if (peers or {}).get(task):
+            others = Table(title=f"Other architectures and published checkpoints, {TASK_TITLES[task].lower()}",
+                           box=box.SIMPLE_HEAD,
+                           show_edge=False, pad_edge=False, collapse_padding=True)
+            for column in PEER_COLUMNS:
+                others.add_column(column, justify="right" if column in ("PSNR", "SSIM", "images") else "left")
+            for result in peers[task]:
+                others.add_row(*(cell.strip("`") for cell in _peer_cells(result)))
+            shown.append(others)
     return shown
 
 
 def write_paper_table(out: Path | str, all_commits: bool = False, cwd: Path | None = None):
-    """Collect, render and write the markdown table to `out`; return the table for the terminal."""
+    """Collect, render and write the markdown table to `out`; return (Table 2, the peers) for the terminal."""
     cwd = Path.cwd() if cwd is None else Path(cwd)
-    table = paper_table(collect_results(find_root(cwd), all_commits))
-    write_text(cwd / out, paper_table_markdown(table))
-    return table
+    results = collect_results(find_root(cwd), all_commits)
+    table, peers = paper_table(results), peer_table(results)
+    write_text(cwd / out, paper_table_markdown(table, peers))
+    return table, peers

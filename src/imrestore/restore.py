@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from imrestore.errors import ImrestoreError
 from imrestore.inference import InferenceConfig, prepare_network, resolve_device, restore_images
 from imrestore.layouts import TASKS
-from imrestore.models.network import RestorationNet
 from imrestore.models.weights import load_network, network_from
 from imrestore.progress import progress_bar
 from imrestore.user_images import read_user_image, write_user_image
@@ -38,7 +38,7 @@ class RestoreReport:
     notes: dict[Path, list[str]] = field(default_factory=dict)  # what was converted or reduced, per input
 
 
-def load_weights(weights: Path, map_location: str | torch.device = "cpu") -> RestorationNet:
+def load_weights(weights: Path, map_location: str | torch.device = "cpu") -> nn.Module:
     """An exported model folder (or its model.pt) or a Lightning checkpoint (.ckpt), as a network."""
     weights = Path(weights)
     if not weights.exists():
@@ -63,6 +63,27 @@ def load_weights(weights: Path, map_location: str | torch.device = "cpu") -> Res
                         where=f"{weights}: hyper_parameters.model")
 
 
+def load_task_weights(task: str, weights: Path | None = None) -> tuple[Path, nn.Module]:
+    """(where the weights are, the network) for `task`: `weights`, or models/<task> when it is None. Weights a
+    config.json says were trained for the other task are refused."""
+    if task not in TASKS:
+        raise ImrestoreError(f"--task must be one of {', '.join(TASKS)}, found {task!r}")
+    if weights is None:
+        weights = Path("models") / task
+        if not (weights / "model.pt").is_file():
+            raise ImrestoreError(
+                f"no trained {task} model in {weights}/ (where it is looked for without --weights): run "
+                f"`dvc repro train@{task}` or `dvc pull` in the repository, or pass --weights")
+    weights = Path(weights)
+    net = load_weights(weights)
+    folder = weights if weights.is_dir() else weights.parent
+    trained_for = (json.loads((folder / "config.json").read_text()).get("task")
+                   if weights.suffix != ".ckpt" and (folder / "config.json").is_file() else None)
+    if trained_for not in (None, task):
+        raise ImrestoreError(f"{weights} was trained for {trained_for}, not {task}")
+    return weights, net
+
+
 def find_images(source: Path) -> list[Path]:
     if source.is_file():
         return [source]
@@ -83,25 +104,13 @@ def restore_files(source: Path, out_dir: Path, task: str, weights: Path | None =
                   config: InferenceConfig | None = None, device: str = "auto", progress: bool = True
                   ) -> RestoreReport:
     """Restore every image of `source` (a file or folder) into `out_dir` as PNG."""
-    if task not in TASKS:
-        raise ImrestoreError(f"--task must be one of {', '.join(TASKS)}, found {task!r}")
     source, out_dir = Path(source), Path(out_dir)
     images = find_images(source)
     targets = {image: output_path(image, source, out_dir) for image in images}
     clobbered = [str(image) for image, target in targets.items() if target.resolve() == image.resolve()]
     if clobbered:
         raise ImrestoreError(f"--out {out_dir} would overwrite the input {clobbered[0]}; choose another folder")
-    if weights is None:
-        weights = Path("models") / task
-        if not (weights / "model.pt").is_file():
-            raise ImrestoreError(
-                f"no trained {task} model in {weights}/ (where it is looked for without --weights): run "
-                f"`dvc repro train@{task}` or `dvc pull` in the repository, or pass --weights")
-    weights = Path(weights)
-    net = load_weights(weights)
-    trained_for = json.loads((weights / "config.json").read_text()).get("task") if weights.is_dir() else None
-    if trained_for not in (None, task):
-        raise ImrestoreError(f"{weights} was trained for {trained_for}, not {task}")
+    weights, net = load_task_weights(task, weights)
     torch_device = resolve_device(device)
     net = prepare_network(net, torch_device)
     config = config or InferenceConfig()

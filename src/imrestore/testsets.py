@@ -57,6 +57,7 @@ def _find_files(folder: Path, names: tuple[str, ...]) -> dict[str, list[Path]]:
 # that each evaluate stage depends on its own folder only (dvc.yaml): adding SIDD's two .mat files re-runs
 # evaluate@denoise and leaves evaluate@deblur alone, which on real GoPro is hours of CPU. DVC needs a
 # dependency to exist, so `imrestore data` keeps a README in each.
+# data/benchmarks/<dataset>/README.md, written by `imrestore data`: evaluate@<task> depends on the folder.
 BENCHMARK_READMES = {
     "gopro": "GoPro has no benchmark files apart from its test split, which the pipeline evaluates already.\n"
              "This folder exists because evaluate@deblur depends on it (dvc.yaml); keep it.\n",
@@ -64,16 +65,6 @@ BENCHMARK_READMES = {
             "ValidationGtBlocksSrgb.mat. Then `dvc add data`; the next `dvc repro` re-runs evaluate@denoise only\n"
             "and scores all 1280 blocks (README, \"Real data\").\n",
 }
-
-
-def write_benchmark_readmes(benchmarks: Path) -> None:
-    """Make `benchmarks/<dataset>/README.md` hold its text (untouched when it does already)."""
-    from imrestore import atomic
-
-    for dataset, text in BENCHMARK_READMES.items():
-        readme = Path(benchmarks) / dataset / "README.md"
-        if not (readme.is_file() and readme.read_text(encoding="utf-8") == text):
-            atomic.write_text(readme, text)
 
 
 def sidd_benchmark_folder(benchmarks: Path) -> Path:

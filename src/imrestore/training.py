@@ -27,7 +27,7 @@ from torchmetrics.functional.image import peak_signal_noise_ratio, structural_si
 from imrestore import atomic
 from imrestore.errors import ImrestoreError
 from imrestore.layouts import TASKS
-from imrestore.models.network import ModelConfig, RestorationNet
+from imrestore.models.network import ModelConfig, build_network
 from imrestore.params import reject_unknown
 
 LOSSES = ("mse", "l1", "charbonnier", "psnr")
@@ -101,7 +101,7 @@ class NonFiniteLossError(ImrestoreError):
 
 
 class RestorationModule(L.LightningModule):
-    """The restoration network, trained on (degraded, clean) batches in [0, 1]."""
+    """The restoration network (`model.arch`: the paper's or NAFNet), trained on (degraded, clean) batches in [0, 1]."""
 
     def __init__(self, model: dict[str, Any], optim: dict[str, Any], channels_last: bool = False) -> None:
         super().__init__()
@@ -109,7 +109,7 @@ class RestorationModule(L.LightningModule):
         self.model_config = ModelConfig.from_params(model)
         self.optim_config = OptimConfig.from_params(optim)
         self.channels_last = channels_last
-        self.net = RestorationNet(self.model_config)
+        self.net = build_network(self.model_config)
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
 
@@ -353,7 +353,7 @@ def train(task: str, params: dict, cache_dir: Path, checkpoint_dir: Path, model_
     L.seed_everything(settings.seed, workers=True)
     cuda = _cuda_run(settings)
     channels_last = settings.channels_last if settings.channels_last != "auto" else cuda
-    module = RestorationModule(model.__dict__, optim.__dict__, channels_last=bool(channels_last))
+    module = RestorationModule(model.to_params(), optim.__dict__, channels_last=bool(channels_last))
     if settings.compile:
         module.net = torch.compile(module.net)
     cache = read_meta(Path(cache_dir))  # also a clear error when the cache is missing
@@ -368,7 +368,7 @@ def train(task: str, params: dict, cache_dir: Path, checkpoint_dir: Path, model_
 
     # Everything the checkpoints depend on: params, data, the tensors' names and shapes, and the training code
     # itself. A checkpoint of anything else is never resumed; resuming is for runs that were interrupted.
-    run = {"task": task, "model": model.__dict__, "train": {**settings.__dict__, "optim": optim.__dict__},
+    run = {"task": task, "model": model.to_params(), "train": {**settings.__dict__, "optim": optim.__dict__},
            "cache": cache["subsets"],
            "tensors": {name: list(t.shape) for name, t in module.net.state_dict().items()},
            "code": training_code_digest()}

@@ -87,6 +87,10 @@ def _pad_to_power_of_two(input: Tensor) -> Tensor:
     The usual training crops (64, 128, 256) need no padding; odd sizes cost up to ~4x the input's memory
     (still less than the k*k columns).
     """
+    if torch.compiler.is_exporting():
+        # An exported graph takes any H×W, and a power of two of a symbolic size is no graph op. It only runs
+        # forward, where the padding changes nothing but float rounding: the zeros match out-of-image reads.
+        return input
     height, width = input.shape[-2:]
     padded_h, padded_w = 1 << (height - 1).bit_length(), 1 << (width - 1).bit_length()
     if (padded_h, padded_w) == (height, width):
@@ -239,9 +243,14 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     return backend
 
 
-def same_padding(kernel_size: int) -> tuple[int, int]:
-    """(before, after) padding that keeps H x W at stride 1; an even kernel needs one more pixel after."""
-    return (kernel_size - 1) // 2, kernel_size // 2
+EVEN_PADDING = ("after", "before")
+
+
+def same_padding(kernel_size: int, extra: str = "after") -> tuple[int, int]:
+    """(before, after) padding that keeps H x W at stride 1. An even kernel needs one more pixel on one side,
+    `extra`: "after" centres it half a pixel after the output pixel, "before" half a pixel before it."""
+    small, large = (kernel_size - 1) // 2, kernel_size // 2
+    return (small, large) if extra == "after" else (large, small)
 
 
 class DeformableConv2d(nn.Module):
@@ -252,7 +261,9 @@ class DeformableConv2d(nn.Module):
     init; we use 2*sigmoid(logits) instead so the initial modulation is exactly 1 and a fresh layer IS the
     plain conv with `weight` and `bias` -- the paper's "starts as a plain conv". The mask's range (0, 2)
     also lets the layer amplify a sample, which plain DCNv2 cannot.
-    Kernel sizes 3 and 4 are the paper's; an even kernel is padded (k-1)//2 before and k//2 after.
+    Kernel sizes 3 and 4 are the paper's. An even kernel has no centre tap: padded (k-1)//2 before and k//2
+    after (`even_padding="after"`) it reads around a point half a pixel after each output pixel; "before"
+    mirrors that, so a network can pair the two and keep its output on its input's grid.
     """
 
     def __init__(
@@ -263,10 +274,14 @@ class DeformableConv2d(nn.Module):
         stride: int = 1,
         bias: bool = True,
         backend: str = "auto",
+        even_padding: str = "after",
     ):
         super().__init__()
         if not isinstance(kernel_size, int) or kernel_size < 1:
             raise ImrestoreError(f"DeformableConv2d kernel_size: expected a positive int, found {kernel_size!r}")
+        if even_padding not in EVEN_PADDING:
+            raise ImrestoreError(f"DeformableConv2d even_padding: expected 'after' or 'before', found {even_padding!r}")
+        self.padding = same_padding(kernel_size, even_padding)
         resolve_backend(backend, torch.device("cpu"))  # fail at construction, not at the first forward
         self.kernel_size, self.stride, self.backend = kernel_size, stride, backend
         # The conv weight and bias, initialised as nn.Conv2d initialises its own.
@@ -280,7 +295,7 @@ class DeformableConv2d(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         offset, mask = self._offset_and_mask(x)
-        before, _ = same_padding(self.kernel_size)
+        before, _ = self.padding
         stride = (self.stride, self.stride)
         if resolve_backend(self.backend, x.device) == "grid_sample":
             # Padding is a shift of the sampling grid here: no padded copy, and 64x64 stays a power of two.
@@ -292,7 +307,7 @@ class DeformableConv2d(nn.Module):
 
     def _pad(self, x: Tensor) -> tuple[Tensor, int]:
         """x and the symmetric padding still to apply, so that a conv keeps H x W ("same") at stride 1."""
-        before, after = same_padding(self.kernel_size)
+        before, after = self.padding
         if before == after:  # odd kernel: the conv pads by itself, no copy
             return x, before
         return F.pad(x, (before, after, before, after)), 0
@@ -311,4 +326,5 @@ class DeformableConv2d(nn.Module):
         return (
             f"{in_channels}, {out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
             f"bias={self.bias is not None}, backend={self.backend!r}"
+            + (f", padding={self.padding}" if self.kernel_size % 2 == 0 else "")
         )

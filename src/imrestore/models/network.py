@@ -17,7 +17,7 @@ padded to a multiple of 4 (the two stride-2 stages) and the output is cropped ba
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import torch
@@ -26,9 +26,12 @@ from torch import nn
 
 from imrestore.errors import ImrestoreError
 from imrestore.models.dcn import BACKENDS, DeformableConv2d
+from imrestore.models.layers import LayerNorm2d, count_parameters, pad_to_multiple
 from imrestore.models.lka import LargeKernelAttention
+from imrestore.models.nafnet import NAFNet, NAFNetConfig
 from imrestore.params import reject_unknown
 
+ARCHITECTURES = ("paper", "nafnet")
 DCN_KERNELS = (3, 4)
 DCN_BACKENDS = ("auto", *BACKENDS)
 NORMS = ("layer", "batch")
@@ -38,6 +41,9 @@ LAYER_SCALE_INIT = 1e-2
 
 @dataclass(frozen=True)
 class ModelConfig:
+    """The `model` section: which architecture, and its sizes (the paper network's keys, or `nafnet`)."""
+
+    arch: str = "paper"  # "paper" (RestorationNet, below) | "nafnet" (imrestore.models.nafnet, sized by `nafnet`)
     blocks: int = 9  # the paper's residual-block count (`dvc exp run -S model.blocks=12`)
     features: int = 32  # F: channels at full resolution; the body runs at 4F
     dcn_kernel: int = 3  # 3 (SIDD in the paper) or 4 (GoPro)
@@ -45,6 +51,7 @@ class ModelConfig:
     attention: bool = True  # ablation switch: channel attention in every body block
     dcn_backend: str = "auto"
     norm: str = "layer"  # "batch" is the paper's BatchNorm; see `norm_layer` for why it is not the default
+    nafnet: NAFNetConfig = field(default_factory=NAFNetConfig)
 
     def __post_init__(self) -> None:
         _check(self, "model")
@@ -59,16 +66,34 @@ class ModelConfig:
         allowed = {field.name for field in fields(cls)}
         reject_unknown(mapping, allowed, where)
         config = cls.__new__(cls)  # validate under the caller's `where` before the dataclass would
-        for field in fields(cls):
-            object.__setattr__(config, field.name, mapping.get(field.name, field.default))
+        for item in fields(cls):
+            if item.name == "nafnet":
+                value = NAFNetConfig.from_params(mapping.get("nafnet"), where=f"{where}.nafnet")
+            else:
+                value = mapping.get(item.name, item.default)
+            object.__setattr__(config, item.name, value)
         _check(config, where)
         return config
+
+    def to_params(self) -> dict[str, Any]:
+        """Plain JSON values (tuples as lists): what checkpoints and config.json record, and from_params reads."""
+        return json_ready(asdict(self))
+
+
+def json_ready(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: json_ready(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(item) for item in value]
+    return value
 
 
 def _check(config: ModelConfig, where: str) -> None:
     def fail(key: str, expected: str) -> None:
         raise ImrestoreError(f"params.yaml: {where}.{key} must be {expected}, found {getattr(config, key)!r}")
 
+    if config.arch not in ARCHITECTURES:
+        fail("arch", "one of " + ", ".join(repr(name) for name in ARCHITECTURES))
     for key, minimum in (("blocks", 1), ("features", 1)):
         value = getattr(config, key)
         if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
@@ -82,21 +107,6 @@ def _check(config: ModelConfig, where: str) -> None:
         fail("dcn_backend", "one of " + ", ".join(repr(name) for name in DCN_BACKENDS))
     if config.norm not in NORMS:
         fail("norm", "one of " + ", ".join(repr(name) for name in NORMS))
-
-
-class LayerNorm2d(nn.Module):
-    """LayerNorm over the channels of each pixel (NAFNet's LayerNorm2d): the same in training and in eval mode."""
-
-    def __init__(self, channels: int, eps: float = 1e-6) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(channels))
-        self.bias = nn.Parameter(torch.zeros(channels))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # N×C×H×W → N×H×W×C is free for channels_last tensors, and F.layer_norm normalises the last dimension.
-        y = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), self.weight, self.bias, self.eps)
-        return y.permute(0, 3, 1, 2)
 
 
 def norm_layer(kind: str, channels: int) -> nn.Module:
@@ -220,6 +230,8 @@ class UpsampleBlock(nn.Module):
 
 
 class RestorationNet(nn.Module):
+    size_multiple = DOWNSCALE  # inference pads and tiles on this grid
+
     def __init__(self, config: ModelConfig | None = None) -> None:
         super().__init__()
         self.config = config = config or ModelConfig()
@@ -231,7 +243,10 @@ class RestorationNet(nn.Module):
                                     for _ in range(config.blocks)))
         self.up1 = UpsampleBlock(4 * f, 2 * f, norm)
         self.up2 = UpsampleBlock(2 * f, f, norm)
-        self.tail = DeformableConv2d(f, 3, kernel_size=k, backend=backend)
+        # An even kernel reads around a point half a pixel off each output pixel. The head reads half a pixel
+        # after, the tail half a pixel before, so the predicted residual lands on the pixel it corrects; with both
+        # after, it would be one pixel off the input it is added to, for the weights to learn back.
+        self.tail = DeformableConv2d(f, 3, kernel_size=k, backend=backend, even_padding="before")
         # A zero tail makes a fresh network the identity (output = input): training starts at the input's PSNR
         # instead of first unlearning a random residual, which is most of a short budget (+0.3 dB on the
         # sample's denoiser at 600 steps; README, "Training on the sample").
@@ -250,19 +265,22 @@ class RestorationNet(nn.Module):
         return x + residual[..., :height, :width]
 
 
-def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    height, width = x.shape[-2:]
-    pad_h, pad_w = -height % multiple, -width % multiple
-    if pad_h == 0 and pad_w == 0:
-        return x
-    # Reflect continues the image without a hard edge; it needs the pad to be smaller than the side, so images
-    # thinner than that (a few pixels) fall back to repeating the border.
-    mode = "reflect" if pad_h < height and pad_w < width else "replicate"
-    return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+def build_network(config: ModelConfig | None = None) -> nn.Module:
+    """The network `config.arch` names: the paper's RestorationNet or NAFNet. Both map N×3×H×W images in [0, 1]
+    to their restoration, take any H×W, and say their padding grid as `size_multiple`."""
+    config = config or ModelConfig()
+    return NAFNet(config.nafnet) if config.arch == "nafnet" else RestorationNet(config)
 
 
-def count_parameters(model: nn.Module) -> int:
-    return sum(parameter.numel() for parameter in model.parameters())
+def describe_network(net: nn.Module) -> dict[str, Any]:
+    """What metrics record about the network that made them: its architecture, sizes and parameter count."""
+    net = getattr(net, "_orig_mod", net)  # a torch.compile wrapper describes the module it wraps
+    if isinstance(net, NAFNet):
+        return {"arch": "nafnet", "parameters": count_parameters(net), **json_ready(asdict(net.config)),
+                "size": net.config.describe()}
+    config = net.config
+    return {"arch": "paper", "parameters": count_parameters(net), "blocks": config.blocks,
+            "features": config.features, "dcn_kernel": config.dcn_kernel}
 
 
 def parameter_table(config: ModelConfig | None = None, size: int = 256) -> list[tuple[str, str, int]]:
