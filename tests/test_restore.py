@@ -46,7 +46,7 @@ def test_restore_a_file_matches_the_library(tmp_path, weights):
                        "--overlap", "8", cwd=tmp_path)  # default --weights: models/denoise under the cwd
     assert result.returncode == 0, result.stderr
     written = np.asarray(Image.open(tmp_path / "out" / "shot.png"))
-    pixels = torch.from_numpy(np.asarray(Image.open(source).convert("RGB"))).permute(2, 0, 1)[None].float() / 255
+    pixels = torch.from_numpy(np.array(Image.open(source).convert("RGB"))).permute(2, 0, 1)[None].float() / 255
     expected = restore_images(load_weights(weights).eval(), pixels, InferenceConfig(tile=32, overlap=8))
     expected = (expected.clamp(0, 1) * 255).round().to(torch.uint8)[0].permute(1, 2, 0).numpy()
     np.testing.assert_array_equal(written, expected)
