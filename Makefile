@@ -25,8 +25,10 @@ $(STAMP): requirements.lock pyproject.toml
 data: $(STAMP)
 	$(BIN)/imrestore data
 
-# Stage commands call `python`, so the venv comes first on PATH.
+# params.yaml is composed from conf/ first, as `dvc exp run` does (it lists any value it changes); stage
+# commands call `python`, so the venv comes first on PATH.
 repro: data
+	$(BIN)/imrestore params
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
 
 test: $(STAMP)

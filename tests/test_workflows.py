@@ -170,7 +170,7 @@ def test_gpu_workflow_runs_on_the_self_hosted_gpu_runner():
     workflow = load("gpu.yml")
     assert set(workflow["on"]) == {"workflow_dispatch", "pull_request"}
     assert workflow["on"]["pull_request"]["types"] == ["labeled"]
-    assert workflow["on"]["workflow_dispatch"]["inputs"]["overrides"]["default"] == "train.preset=full"
+    assert workflow["on"]["workflow_dispatch"]["inputs"]["overrides"]["default"] == "train=full"
     assert workflow["permissions"] == {"contents": "write", "pull-requests": "write"}
     (job,) = workflow["jobs"].values()
     assert job["runs-on"] == ["self-hosted", "linux", "gpu"]

@@ -1,6 +1,7 @@
 """`imrestore` command line: the few things users do outside `dvc repro`.
 
   imrestore data                      materialise data/ (the raw inputs data.dvc tracks) and cache it in DVC
+  imrestore params [-S KEY=VALUE…]    compose params.yaml from conf/ as `dvc exp run` does (--check: compare)
   imrestore validate DIR --dataset D  check a dataset folder in the upstream layout, without the pipeline
   imrestore restore PATH --task T     restore your own images (a file or a folder) with a trained model
   imrestore export --task T           a trained model as ONNX (dynamic batch, height and width)
@@ -101,6 +102,27 @@ def _data(args: argparse.Namespace) -> None:
     print(f"data/: {prepare_data()}; DVC cache up to date")
 
 
+def _params(args: argparse.Namespace) -> None:
+    from imrestore.atomic import write_text
+    from imrestore.params import PARAMS_FILE, compose, differences, load_params, parse_yaml
+
+    composed = compose(Path("."), args.set)
+    current = load_params(PARAMS_FILE) if PARAMS_FILE.is_file() else {}
+    changed = differences(current, parse_yaml(composed))
+    if args.check:
+        if changed:
+            raise ImrestoreError(f"{PARAMS_FILE} is not what conf/ composes to ({len(changed)} values differ; "
+                                 "run `imrestore params` to compose it):\n  " + "\n  ".join(changed))
+        print(f"{PARAMS_FILE}: as conf/ composes it")
+        return
+    if PARAMS_FILE.is_file() and PARAMS_FILE.read_text(encoding="utf-8") == composed:
+        print(f"{PARAMS_FILE}: unchanged")
+        return
+    write_text(PARAMS_FILE, composed)
+    listed = "".join(f"\n  {line}" for line in changed)
+    print(f"{PARAMS_FILE}: composed from conf/ ({len(changed)} values changed){':' if changed else ''}{listed}")
+
+
 def _validate(args: argparse.Namespace) -> None:
     summary = _validate_folder(args.folder, args.dataset, args.gopro_input)
     print(f"{args.dataset}: {summary['pairs']} valid pairs {summary['splits']}")
@@ -165,6 +187,12 @@ def main(argv: list[str] | None = None) -> None:
 
     data = commands.add_parser("data", help="materialise data/ from the DVC cache or the embedded sample")
     data.set_defaults(run=_data)
+
+    params = commands.add_parser("params", help="compose params.yaml from conf/ (as `dvc exp run` does)")
+    params.add_argument("-S", "--set", action="append", default=[], metavar="OVERRIDE",
+                        help="a Hydra override, as for `dvc exp run -S`: train=paper, model.blocks=12")
+    params.add_argument("--check", action="store_true", help="only compare: fail if params.yaml differs")
+    params.set_defaults(run=_params)
 
     check = commands.add_parser("validate", help="check a dataset folder in the upstream layout")
     check.add_argument("folder", type=Path)

@@ -171,33 +171,11 @@ def export_weights(module: RestorationModule, out_dir: Path, task: str | None = 
 LAST_CHECKPOINT = "last.ckpt"  # the newest training state, which an interrupted run resumes from
 RUN_FILE = "run.json"  # beside the checkpoints: what they were trained for, so a changed run never resumes them
 
-# A preset replaces the keys it names in `train` (and `train.optim`). The paper's numbers are from its text;
-# it does not give StepLR's gamma, 0.5 is our choice.
-PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    "cpu": {},
-    "paper": {
-        "deblur": {"crop": 128, "batch_size": 8, "max_steps": 13150,  # 50 epochs of 2103 pairs, batch 8
-                   "optim": {"loss": "mse", "optimizer": "adam", "lr": 0.01, "scheduler": "step",
-                             "step_size": 1000, "gamma": 0.5, "warmup_steps": 0}},
-        "denoise": {"crop": 128, "batch_size": 8, "max_steps": 320,  # 20 epochs of 128 pairs, batch 8
-                    "optim": {"loss": "mse", "optimizer": "adam", "lr": 0.01, "scheduler": "step",
-                              "step_size": 500, "gamma": 0.5, "warmup_steps": 0}},
-    },
-    "full": {
-        task: {"crop": 256, "batch_size": 32, "max_steps": 200_000, "steps_per_epoch": 1000, "ema_decay": 0.999,
-               "num_workers": 8, "compile": True,
-               "optim": {"loss": "psnr", "optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-3,
-                         "scheduler": "cosine", "warmup_steps": 2000, "min_lr_ratio": 1e-3}}
-        for task in TASKS
-    },
-}
-
-
 @dataclass(frozen=True)
 class TrainSettings:
-    """The `train` section of params.yaml after its preset is applied (optimisation lives in `optim`)."""
+    """The `train` section of params.yaml for one task (optimisation lives in `optim`). Presets are data:
+    conf/train/<preset>.yaml, composed into params.yaml (imrestore.params), so these are the values DVC records."""
 
-    preset: str = "cpu"
     seed: int = 0
     crop: int = 64
     batch_size: int = 4
@@ -221,13 +199,8 @@ class TrainSettings:
 
     @classmethod
     def from_params(cls, section: dict | None, task: str) -> tuple[TrainSettings, OptimConfig]:
-        section = dict(section or {})
-        preset = section.get("preset", "cpu")
-        if preset not in PRESETS:
-            raise ImrestoreError(f"params.yaml: train.preset must be one of {', '.join(PRESETS)}, found {preset!r}")
-        overrides = PRESETS[preset].get(task, {})
-        optim = {**(section.pop("optim", None) or {}), **overrides.get("optim", {})}
-        section.update({k: v for k, v in overrides.items() if k != "optim"})
+        section = with_task_values(section or {}, task)
+        optim = section.pop("optim", None) or {}
         allowed = {f.name for f in fields(cls)} | {"optim"}  # optim is read above; listed so messages name it
         reject_unknown(section, allowed, "train")
         settings = cls(**section)
@@ -236,6 +209,44 @@ class TrainSettings:
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ImrestoreError(f"params.yaml: train.{key} must be a positive integer, found {value!r}")
         return settings, OptimConfig.from_params({**optim, "max_steps": settings.max_steps})
+
+
+def with_task_values(section: dict[str, Any], task: str) -> dict[str, Any]:
+    """`train` with `train.per_task.<task>` filled in (and `per_task` removed).
+
+    A task's value fills a key that `train` leaves null; a key set in both places is refused, because one of
+    the two values would be silently ignored (e.g. `-S train.max_steps=50` under the paper's preset, which sets
+    steps per task). Nested sections (`optim`) follow the same rule key by key.
+    """
+    section = dict(section)
+    per_task = section.pop("per_task", None) or {}
+    if not isinstance(per_task, dict):
+        raise ImrestoreError(f"params.yaml: train.per_task must be a mapping of task names, found {per_task!r}")
+    reject_unknown(per_task, set(TASKS), "train.per_task")
+    own, where = per_task.get(task) or {}, f"train.per_task.{task}"
+    if isinstance(own, dict):  # named here, not as `train.<key>` after the merge
+        reject_unknown(own, {f.name for f in fields(TrainSettings)} | {"optim"}, where)
+        if isinstance(own.get("optim"), dict):
+            reject_unknown(own["optim"], {f.name for f in fields(OptimConfig)} - {"max_steps"}, f"{where}.optim")
+    return _fill_nulls(section, own, "train", where)
+
+
+def _fill_nulls(shared: dict[str, Any], own: Any, shared_at: str, own_at: str) -> dict[str, Any]:
+    """`shared` with the values of `own` (e.g. `train.per_task.deblur`) in the keys it leaves null, nested
+    mappings key by key. A key set (not null) in both is refused, naming both: one value would be ignored."""
+    if not isinstance(own, dict):
+        raise ImrestoreError(f"params.yaml: {own_at} must be a mapping of {shared_at} keys, found {own!r}")
+    filled = dict(shared)
+    for key, value in own.items():
+        current = filled.get(key)
+        if isinstance(current, dict):
+            filled[key] = _fill_nulls(current, value, f"{shared_at}.{key}", f"{own_at}.{key}")
+        elif current is None:
+            filled[key] = value
+        else:
+            raise ImrestoreError(f"params.yaml: {shared_at}.{key} is {current!r} and {own_at}.{key} is {value!r}; "
+                                 "set one of them and null the other (a per-task value fills a null)")
+    return filled
 
 
 def _cuda_run(settings: TrainSettings) -> bool:
