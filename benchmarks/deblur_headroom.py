@@ -64,7 +64,7 @@ def train_on_the_fly(steps: int, photos_dir: Path, train_photos: list[str], seed
     """The paper's network after `steps` steps on crops blurred afresh each time (see the module docstring)."""
     import torch
 
-    from imrestore import degradations as deg
+    from imrestore.acquire import degradations as deg
     from imrestore.models.network import ModelConfig, RestorationNet
     from imrestore.training import OptimConfig, learning_rate_factor, restoration_loss
 
@@ -124,9 +124,8 @@ def main() -> None:
     if args.train_steps:
         import torch
 
-        from imrestore.inference import InferenceConfig, restore_images
-
-        from imrestore.sample import GoproSampleConfig, photo_sizes, plan_gopro_sample
+        from imrestore.acquire.sample import GoproSampleConfig, photo_sizes, plan_gopro_sample
+        from imrestore.evaluation.inference import InferenceConfig, restore_images
 
         photos_dir = Path("data/sample_photos")
         plans = plan_gopro_sample(photo_sizes(photos_dir), GoproSampleConfig())

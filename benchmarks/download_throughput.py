@@ -1,4 +1,4 @@
-"""Throughput of `imrestore.download.download` over loopback, against plain urllib in the same run.
+"""Throughput of `imrestore.acquire.download.download` over loopback, against plain urllib in the same run.
 
 The reference is what a script without resuming or verification would do: `urllib.request.urlopen` and
 `shutil.copyfileobj` into a file. Ours also computes the sha256 while it writes, which is its point, so a
@@ -38,7 +38,8 @@ from common import write_json
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "src"), str(REPO / "tests")]  # the package and the tests' loopback server
 
-from imrestore.download import download, sha256_file  # noqa: E402
+from imrestore.acquire.download import download  # noqa: E402
+from imrestore.atomic import sha256_file  # noqa: E402
 from loopback_http import LoopbackServer  # noqa: E402
 
 MB = 1_000_000

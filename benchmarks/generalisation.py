@@ -1,6 +1,6 @@
 """Do the sample-trained networks restore photographs that are in no sample? The trained models on unseen photos.
 
-The embedded sample is synthesised from six scikit-image photographs (`imrestore.sample.SAMPLE_PHOTOS`), and
+The embedded sample is synthesised from six scikit-image photographs (`imrestore.acquire.sample.SAMPLE_PHOTOS`), and
 the test split holds frames and crops of those same six. This benchmark takes photographs that are in no sample
 (`UNSEEN_PHOTOS`: scikit-image's motorcycle_left, camera, brick and gravel, and matplotlib's grace_hopper; the
 greyscale ones are stacked to RGB), degrades them with the sample's own synthesis and settings, and scores the
@@ -17,7 +17,7 @@ trained networks in models/<task>/ and the evaluate stage's classical baselines 
 Every photo's plan is seeded from `--seed` (the sample's own seed is not used: these are other draws), so the
 images and every number except `timing` are the same from run to run. Restoration is the evaluate stage's:
 `evaluation.Restorer` with the `evaluate` section's inference settings (tile 256, overlap 32), metrics by
-`imrestore.metrics.image_metrics` on uint8 images with `evaluate.crop_border`.
+`imrestore.evaluation.metrics.image_metrics` on uint8 images with `evaluate.crop_border`.
 
     python benchmarks/generalisation.py                        # both tasks, models/<task>/: ~2 min on 2 cores
     python benchmarks/generalisation.py --tasks denoise --save-images
@@ -39,14 +39,14 @@ Writes <out>/generalisation.json:
                                "gain_over_best_baseline_db", "network_beats_input", "network_beats_best_baseline"},
                       "sample_test_reference": {...} | null}},
      "timing": {task: {"restore_seconds", "megapixels"}}, "machine": {...}}
-Metrics are imrestore.metrics.METRIC_NAMES (psnr, ssim, psnr_y, ssim_y, ssim_3d); gains are PSNR differences in
+Metrics are imrestore.evaluation.metrics.METRIC_NAMES (psnr, ssim, psnr_y, ssim_y, ssim_3d); gains are PSNR differences in
 dB. `sample_test_reference` is metrics/<task>.json as the evaluate stage last wrote it (the same networks on the
 sample's own test split, if models/ has not changed since; null unless --weights-root is models/): the gap
 between its gain and this one is the price of unseen content. Note that the baselines' constants were tuned on
-motorcycle_left/right (imrestore.baselines), so on motorcycle_left the baselines are not on unseen data.
+motorcycle_left/right (imrestore.evaluation.baselines), so on motorcycle_left the baselines are not on unseen data.
 
 On a CPU that other jobs share, pass --threads 1: torch's parallel regions stall at every op there, and the
-metrics alone took ~1 s per 256² crop with the default threads (see imrestore.metrics).
+metrics alone took ~1 s per 256² crop with the default threads (see imrestore.evaluation.metrics).
 """
 
 from __future__ import annotations
@@ -72,16 +72,16 @@ sys.path[:0] = [str(REPO / "src")]
 
 import torch  # noqa: E402
 
-from imrestore import sample  # noqa: E402
-from imrestore.baselines import run_baseline  # noqa: E402
+from imrestore.acquire import sample  # noqa: E402
+from imrestore.data.layouts import TASKS  # noqa: E402
+from imrestore.data.manifest import load_rgb8  # noqa: E402
 from imrestore.errors import ImrestoreError  # noqa: E402
-from imrestore.evaluation import EvaluateSettings, Restorer  # noqa: E402
-from imrestore.inference import resolve_device  # noqa: E402
-from imrestore.manifest import load_rgb8  # noqa: E402
-from imrestore.metrics import METRIC_NAMES, image_metrics  # noqa: E402
-from imrestore.params import load_params, section  # noqa: E402
-from imrestore.layouts import TASKS  # noqa: E402
+from imrestore.evaluation.baselines import run_baseline  # noqa: E402
+from imrestore.evaluation.evaluate import EvaluateSettings, Restorer  # noqa: E402
+from imrestore.evaluation.inference import resolve_device  # noqa: E402
+from imrestore.evaluation.metrics import METRIC_NAMES, image_metrics  # noqa: E402
 from imrestore.models.weights import load_network  # noqa: E402
+from imrestore.params import load_params, section  # noqa: E402
 
 SKIMAGE, MATPLOTLIB = "scikit-image", "matplotlib"
 # file name → (package that ships it, credit). In this order; --smoke takes the first one found.
@@ -124,7 +124,7 @@ def check_unseen(names, paths: dict[str, Path] | None = None) -> None:
     """Refuse any photo that is in the sample, by name or (for the files given) by identical bytes."""
     overlap = sorted(set(names) & set(sample.SAMPLE_PHOTOS))
     if overlap:
-        raise ValueError(f"{', '.join(overlap)} are sample photographs (imrestore.sample.SAMPLE_PHOTOS): "
+        raise ValueError(f"{', '.join(overlap)} are sample photographs (imrestore.acquire.sample.SAMPLE_PHOTOS): "
                          "a generalisation benchmark must use photos outside the sample")
     if paths:
         source = importlib.resources.files("skimage.data")
@@ -418,7 +418,7 @@ def main(argv: list[str] | None = None, console: Console | None = None) -> dict:
     device = resolve_device(args.device or first.device)
     results = {"benchmark": "generalisation", "seed": args.seed, "smoke": args.smoke,
                "statement": (f"none of the photographs below is in the embedded sample: their names are not in "
-                             f"imrestore.sample.SAMPLE_PHOTOS ({', '.join(sample.SAMPLE_PHOTOS)}) and no file has the "
+                             f"imrestore.acquire.sample.SAMPLE_PHOTOS ({', '.join(sample.SAMPLE_PHOTOS)}) and no file has the "
                              "bytes of a sample photograph (checked at start)"),
                "sample_photos": list(sample.SAMPLE_PHOTOS), "photos": {}, "excluded": dict(EXCLUDED),
                "skipped": skipped,

@@ -13,7 +13,7 @@ with CUDA synchronisation after a warm-up and reported as a ratio against a refe
               peak memory, the largest batch that fits, eager vs torch.compile vs channels_last, and MFU
               against the bf16 matmul rate measured here (the reference).
 - inference:  720p frames/s, bf16 untiled / tiled at batch 1 and 8, against fp32 untiled at batch 1.
-- metrics:    imrestore.metrics PSNR+SSIM on the device vs skimage on the CPU, and their agreement.
+- metrics:    imrestore.evaluation.metrics PSNR+SSIM on the device vs skimage on the CPU, and their agreement.
 - loader:     the device-resident patch cache's crops/s at 128² and 256², batch 8 to 64, against the step time.
 - curve:      150 s (--curve-seconds) of denoise training on SIDD-like pairs synthesised from scikit-image's photos
               (the package's own noise model), test PSNR on held-out crops every 30 s against the input's.
@@ -188,7 +188,7 @@ def section_train_step(suite: Suite, peak: dict) -> dict:
 
 
 def section_inference(suite: Suite) -> dict:
-    from imrestore.inference import InferenceConfig, restore_images
+    from imrestore.evaluation.inference import InferenceConfig, restore_images
 
     height, width = (48, 64) if suite.smoke else (720, 1280)
     net = _paper_net(suite, False).eval()
@@ -212,7 +212,7 @@ def section_inference(suite: Suite) -> dict:
 def section_metrics(suite: Suite) -> dict:
     from metric_speed import skimage_psnr, skimage_ssim
 
-    from imrestore.metrics import image_metrics
+    from imrestore.evaluation.metrics import image_metrics
 
     count, height, width = (2, 32, 32) if suite.smoke else (8, 720, 1280)
     rng = np.random.default_rng(0)
@@ -230,7 +230,7 @@ def section_metrics(suite: Suite) -> dict:
 
 
 def section_loader(suite: Suite, train_rows: list[dict]) -> dict:
-    from imrestore.datamodule import DeviceResidentBatches, PlanSampler, Sampling
+    from imrestore.data.datamodule import DeviceResidentBatches, PlanSampler, Sampling
 
     patch, count = (64, 16) if suite.smoke else (320, 2048)  # 2048 × 320² × 3 × 2 bytes: 1.3 GB on the device
     rng = np.random.default_rng(0)
@@ -255,7 +255,7 @@ def section_loader(suite: Suite, train_rows: list[dict]) -> dict:
 def section_curve(suite: Suite, seconds: float) -> dict:
     from skimage import data as photos
 
-    from imrestore import degradations as deg
+    from imrestore.acquire import degradations as deg
     from imrestore.training import OptimConfig, learning_rate_factor, restoration_loss
 
     seconds_total, every = (3.0, 1.0) if suite.smoke else (seconds, 30.0)

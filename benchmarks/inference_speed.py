@@ -5,7 +5,7 @@ The network is `RestorationNet(ModelConfig())` (9 blocks, 32 features, DCN kerne
 dcn_speed.py), or trained weights with `--weights models/deblur`. The frame is a real photograph: skimage's
 astronaut and coffee, resized and put side by side into 720×1280 RGB in [0, 1].
 
-Every configuration goes through `imrestore.inference.restore_images`, the code `imrestore restore` and the
+Every configuration goes through `imrestore.evaluation.inference.restore_images`, the code `imrestore restore` and the
 evaluate stage run. The reference is untiled inference (`tile=None`); it is compared with tiled inference
 (`--tiles 256:32,512:32`, tile:overlap, `--tile-batch 1`). For each configuration the table shows:
 
@@ -66,7 +66,7 @@ from rich.table import Table
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "src")]
 
-from imrestore.inference import (
+from imrestore.evaluation.inference import (
     InferenceConfig,
     prepare_network,
     resolve_device,
@@ -97,7 +97,7 @@ def frame_720p() -> torch.Tensor:
 
 def build_network(spec: dict, device: torch.device) -> torch.nn.Module:
     if spec["weights"]:
-        from imrestore.restore import load_weights
+        from imrestore.app.restore import load_weights
 
         net = load_weights(Path(spec["weights"]))
     else:

@@ -1,4 +1,4 @@
-"""Training-loader throughput (crops/s) of `imrestore.datamodule`, against per-sample PNG decoding in the same run.
+"""Training-loader throughput (crops/s) of `imrestore.data.datamodule`, against per-sample PNG decoding in the same run.
 
 Goal: ours (CPU path: `RestorationDataModule`'s DataLoader over the patch cache) >= 20 x the reference.
 
@@ -20,7 +20,7 @@ that checks the code path and gives a number labelled as such, not a training se
 Data: --pairs (default 100) pairs of 1280x720 PNGs, written to a temp dir (or --data DIR, kept and reused):
 mirrored tilings of scikit-image's bundled photos, warped (rotation, scale, shift) to fill a frame; the
 target gets a touch of sensor noise, the input more (a denoising pair). The patch cache is built from them
-with `imrestore.patches.build_patch_cache` (--patch sized patches, the train subset only).
+with `imrestore.data.patches.build_patch_cache` (--patch sized patches, the train subset only).
 
     python benchmarks/loader_throughput.py --data /tmp/loader-bench --json build/bench/loader.json
     python benchmarks/loader_throughput.py --data /tmp/loader-bench --device cuda --json build/bench/loader-gpu.json
@@ -56,7 +56,7 @@ from common import write_json
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from imrestore.datamodule import (  # noqa: E402
+from imrestore.data.datamodule import (  # noqa: E402
     DeviceResidentBatches,
     PlanSampler,
     RestorationDataModule,
@@ -64,8 +64,8 @@ from imrestore.datamodule import (  # noqa: E402
     dihedral,
     upload,
 )
-from imrestore.manifest import default_workers  # noqa: E402
-from imrestore.patches import PatchCache, build_patch_cache  # noqa: E402
+from imrestore.data.manifest import default_workers  # noqa: E402
+from imrestore.data.patches import PatchCache, build_patch_cache  # noqa: E402
 
 WIDTH, HEIGHT = 1280, 720
 GOAL = 20.0

@@ -1,4 +1,4 @@
-"""SSIM and PSNR of a batch of 1280×720 pairs: `imrestore.metrics` (batched torch) against skimage, same run.
+"""SSIM and PSNR of a batch of 1280×720 pairs: `imrestore.evaluation.metrics` (batched torch) against skimage, same run.
 
 The pairs are realistic, not random: scikit-image's photographs (astronaut, coffee, chelsea, rocket, ...)
 resized to 1280×720 are the targets; each prediction is its target after a mild blur (σ = 1) plus Gaussian
@@ -6,7 +6,7 @@ noise (σ = 8), rounded to uint8 -- roughly what a restoration network hands bac
 protocol: skimage's `structural_similarity(target, pred, gaussian_weights=True, sigma=1.5,
 use_sample_covariance=False, data_range=255, channel_axis=-1)` and `peak_signal_noise_ratio(..., data_range=255)`,
 called image by image on H×W×3 numpy arrays (as a per-image evaluation loop would), against one call of
-`imrestore.metrics.ssim` / `psnr` on the N×3×H×W uint8 batch. After a warm-up, the two alternate for
+`imrestore.evaluation.metrics.ssim` / `psnr` on the N×3×H×W uint8 batch. After a warm-up, the two alternate for
 `--repeats` repetitions; the table shows the median wall seconds per batch, the ratio skimage / ours (goal:
 >= 10× on 2 CPU cores), the same for the process's CPU time (all threads) and, as a numerics check, the
 largest absolute difference of the per-image values. It also times `image_metrics` (all five protocols).
@@ -43,7 +43,7 @@ from common import machine_facts, write_json
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "src")]
 
-from imrestore.metrics import image_metrics, psnr, ssim  # noqa: E402
+from imrestore.evaluation.metrics import image_metrics, psnr, ssim  # noqa: E402
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "retina")
 HEIGHT, WIDTH = 720, 1280
@@ -115,7 +115,7 @@ def measure(metric: str, reference, ours, sync, repeats: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cpu", help="cpu or cuda, for imrestore.metrics (default cpu)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda, for imrestore.evaluation.metrics (default cpu)")
     parser.add_argument("--images", type=int, default=4, help="1280×720 pairs per batch (default 4)")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs of each side, alternating (default 5)")
     parser.add_argument("--threads", type=int, default=None,
@@ -147,7 +147,7 @@ def main() -> None:
 
     goal = 10.0
     table = Table(title=f"{args.images} pairs of {WIDTH}×{HEIGHT} RGB, seconds per batch (median of {args.repeats}): "
-                        f"imrestore.metrics on {device}, {torch.get_num_threads()} threads, vs skimage")
+                        f"imrestore.evaluation.metrics on {device}, {torch.get_num_threads()} threads, vs skimage")
     for column in ("metric", "skimage s", "ours s", "ratio", f"≥ {goal:g}×", "skimage cpu", "ours cpu", "cpu ratio",
                    "max |Δ|"):
         table.add_column(column, justify="right")

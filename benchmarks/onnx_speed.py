@@ -1,7 +1,7 @@
 """A 1280×720 frame through the exported ONNX model on onnxruntime's CPU provider, against PyTorch, same run.
 
 For each architecture (`--archs`: the paper's network, 9 blocks, and NAFNet at the pipeline's sample size),
-the network is exported by `imrestore.export.export_onnx` (the path `imrestore export` takes), then one untiled
+the network is exported by `imrestore.app.export.export_onnx` (the path `imrestore export` takes), then one untiled
 720p frame is restored by PyTorch (eager, float32, inference mode) and by onnxruntime, alternating, after a
 warm-up of each, for `--repeats` rounds. Both get the same number of threads (`--threads`, default torch's).
 Weights are the trained ones in models/<task> when they exist there for that architecture, else fresh ones
@@ -38,7 +38,7 @@ from common import machine_facts, output_dir, timed, write_json
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "src")]
 
-from imrestore.export import export_onnx  # noqa: E402
+from imrestore.app.export import export_onnx  # noqa: E402
 from imrestore.models.network import ModelConfig, build_network, describe_network  # noqa: E402
 from imrestore.models.weights import load_network  # noqa: E402
 

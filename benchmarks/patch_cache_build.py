@@ -1,4 +1,4 @@
-"""Speed and peak memory of `imrestore.patches.build_patch_cache`, against plain decoding in the same run.
+"""Speed and peak memory of `imrestore.data.patches.build_patch_cache`, against plain decoding in the same run.
 
 The builder decodes every pair once, crops it into BasicSR-style patches and writes them into preallocated
 .npy files, in `workers` processes. Two questions:
@@ -257,8 +257,7 @@ def run_build(table_csv: Path, out: Path, size: int, step: int, workers: int, pr
 
 def child_build(spec_json: str) -> None:
     """The measured side: build one cache and write timings and getrusage peaks to $IMRESTORE_BENCH_RESULT."""
-    from imrestore import patches
-
+    from imrestore.data import patches
     spec = json.loads(spec_json)
     table = pd.read_csv(spec["table"])
     phases = {}
@@ -317,7 +316,7 @@ def main() -> None:
         child_build(args.child)
         return
 
-    from imrestore.manifest import default_workers
+    from imrestore.data.manifest import default_workers
 
     console = Console() if sys.stdout.isatty() else Console(width=170)
     cores = default_workers()

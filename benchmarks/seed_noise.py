@@ -2,7 +2,7 @@
 
 Each seed runs the pipeline's own training (`imrestore.training.train`) on the pipeline's patch cache
 (build/patches/<dataset>/) at the params.yaml budget with only `train.seed` changed, then its own evaluation
-(`imrestore.evaluation.evaluate`) on the test split (build/splits/<dataset>.csv). Checkpoints, weights and
+(`imrestore.evaluation.evaluate.evaluate`) on the test split (build/splits/<dataset>.csv). Checkpoints, weights and
 metrics go to temporary folders; the pipeline's outputs are not touched. The classical baselines, the SIDD
 validation .mat benchmark and the comparison images are skipped: they do not depend on the seed.
 
@@ -43,8 +43,8 @@ from common import (add_run_arguments, data_kind, machine_facts, output_dir, pip
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "src")]
 
+from imrestore.data.layouts import TASKS  # noqa: E402  (training's TASKS, without importing torch)
 from imrestore.params import load_params  # noqa: E402
-from imrestore.layouts import TASKS  # noqa: E402  (training's TASKS, without importing torch)
 
 SMOKE = {"train.max_steps": 2, "evaluate.max_images": 1}
 SMOKE_SEEDS = [0, 1]
@@ -84,7 +84,7 @@ def run_params(params: dict, tasks: list[str], smoke: bool) -> dict:
 
 def train_and_evaluate(task: str, params: dict, cache: Path, split: Path) -> tuple[dict, float]:
     """The pipeline's train + evaluate of `task` in temporary folders: (metrics, seconds of train)."""
-    from imrestore.evaluation import evaluate
+    from imrestore.evaluation.evaluate import evaluate
     from imrestore.training import train
 
     with tempfile.TemporaryDirectory(prefix=f"seed-noise-{task}-") as tmp:

@@ -4,7 +4,7 @@ Trains `--task` once with the pipeline's own `imrestore.training.train` (params.
 preset, on the pipeline's patch cache build/patches/<dataset>/, checkpoints and weights in a temporary folder)
 and, every `--every-seconds` of training, restores the held-out test images (build/splits/<dataset>.csv) at
 full resolution with the network in eval mode -- the same tiled inference, uint8 quantisation and metrics as
-`imrestore.evaluation.evaluate` -- then puts it back in training mode. Training seconds run from the start of
+`imrestore.evaluation.evaluate.evaluate` -- then puts it back in training mode. Training seconds run from the start of
 the fit loop and include what `train` itself spends (data loading, its validation and checkpoints); the time
 of these test evaluations is excluded. The first point is the untrained network, the last the final one.
 
@@ -48,12 +48,12 @@ from common import add_run_arguments, data_kind, machine_facts, output_dir, pipe
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "src")]
 
-import imrestore.training as training  # noqa: E402
-from imrestore.evaluation import EvaluateSettings, _metrics_of, _to_tensor, select_test_pairs  # noqa: E402
-from imrestore.inference import restore_images  # noqa: E402
-from imrestore.manifest import load_rgb8  # noqa: E402
-from imrestore.metrics import quantize  # noqa: E402
+from imrestore.data.manifest import load_rgb8  # noqa: E402
+from imrestore.evaluation.evaluate import EvaluateSettings, _metrics_of, _to_tensor, select_test_pairs  # noqa: E402
+from imrestore.evaluation.inference import restore_images  # noqa: E402
+from imrestore.evaluation.metrics import quantize  # noqa: E402
 from imrestore.params import load_params  # noqa: E402
+import imrestore.training as training  # noqa: E402
 
 NOTE = "This benchmark looks at the test split only to draw the curve, never to choose settings."
 SMOKE = {"train.max_steps": 2, "evaluate.max_images": 1}

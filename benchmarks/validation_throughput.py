@@ -1,4 +1,4 @@
-"""Throughput of `imrestore.manifest.build_manifest` (the validation pass), against plain decoding in the same run.
+"""Throughput of `imrestore.data.manifest.build_manifest` (the validation pass), against plain decoding in the same run.
 
 Goal (from the issue): validation throughput >= 0.8 x cores x the single-core decode rate.
 
@@ -50,8 +50,8 @@ from common import write_json
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from imrestore.layouts import Pair, list_pairs  # noqa: E402
-from imrestore.manifest import _pair_statistics, _png_header, build_manifest, default_workers, inspect_pair  # noqa: E402
+from imrestore.data.layouts import Pair, list_pairs  # noqa: E402
+from imrestore.data.manifest import _pair_statistics, _png_header, build_manifest, default_workers, inspect_pair  # noqa: E402
 
 WIDTH, HEIGHT = 1280, 720
 FRAMES_PER_SEQUENCE = 20

@@ -6,10 +6,10 @@ or a local archive/folder; `sha256` pins any archive.
 
 from pathlib import Path
 
+from imrestore.acquire.sources import SourceConfig, acquire
+from imrestore.data.layouts import DATASETS
 from imrestore.errors import exit_on_error
-from imrestore.layouts import DATASETS
 from imrestore.params import load_params, section, stage_argument
-from imrestore.sources import SourceConfig, acquire
 
 
 @exit_on_error

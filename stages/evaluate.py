@@ -7,10 +7,10 @@ evaluate.benchmarks; writes metrics/<task>.json, metrics/<task>/per_image.csv an
 
 from pathlib import Path
 
+from imrestore.data.layouts import TASKS
 from imrestore.errors import exit_on_error
-from imrestore.evaluation import evaluate
+from imrestore.evaluation.evaluate import evaluate
 from imrestore.params import load_params, stage_argument
-from imrestore.layouts import TASKS
 
 
 @exit_on_error

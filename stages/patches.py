@@ -6,12 +6,12 @@ uint8 arrays + index + cache.json). Test images stay whole for full-resolution e
 
 from pathlib import Path
 
+from imrestore.atomic import sha256_file
+from imrestore.data.layouts import DATASETS
+from imrestore.data.manifest import read_manifest
+from imrestore.data.patches import build_patch_cache, patch_geometry
 from imrestore.errors import exit_on_error
-from imrestore.layouts import DATASETS
-from imrestore.manifest import read_manifest
 from imrestore.params import load_params, section, stage_argument
-from imrestore.download import sha256_file
-from imrestore.patches import build_patch_cache, patch_geometry
 
 
 @exit_on_error

@@ -6,11 +6,11 @@ Writes build/splits/<dataset>.csv (the manifest plus `subset`) and reports/split
 from pathlib import Path
 
 from imrestore import atomic
+from imrestore.data.layouts import DATASETS
+from imrestore.data.manifest import read_manifest
+from imrestore.data.split import SplitConfig, assign_subsets, check_leakage, split_summary
 from imrestore.errors import exit_on_error
-from imrestore.layouts import DATASETS
-from imrestore.manifest import read_manifest
 from imrestore.params import load_params, stage_argument
-from imrestore.split import SplitConfig, assign_subsets, check_leakage, split_summary
 
 
 @exit_on_error

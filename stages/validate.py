@@ -5,11 +5,11 @@ Stops the pipeline with every offending file and rule named when the dataset is 
 
 from pathlib import Path
 
+from imrestore.acquire.sources import SourceConfig, expected_pairs
+from imrestore.data.layouts import DATASETS, layout_root
+from imrestore.data.validation import validate_dataset, validate_settings
 from imrestore.errors import ImrestoreError, exit_on_error
-from imrestore.layouts import DATASETS, layout_root
 from imrestore.params import load_params, section, stage_argument
-from imrestore.sources import SourceConfig, expected_pairs
-from imrestore.validation import validate_dataset, validate_settings
 
 
 @exit_on_error

@@ -1,4 +1,4 @@
-"""Patch caches written by hand in the format documented in imrestore.patches, for tests that need one
+"""Patch caches written by hand in the format documented in imrestore.data.patches, for tests that need one
 without images on disk."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ def _sha256(path: Path) -> str:
 
 
 def write_cache(root: Path, subsets: dict[str, tuple[np.ndarray, np.ndarray]]) -> Path:
-    """A patch cache in the format documented in imrestore.patches, written by hand (np.save, CSV, cache.json)."""
+    """A patch cache in the format documented in imrestore.data.patches, written by hand (np.save, CSV, cache.json)."""
     root.mkdir(parents=True, exist_ok=True)
     meta = {"format": 1, "size": None, "subsets": {}}
     for subset, (inputs, targets) in subsets.items():

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from imrestore.archives import _ByteBudget, _Limits, _Member, extract_archive
+from imrestore.acquire.archives import _ByteBudget, _Limits, _Member, extract_archive
 from imrestore.errors import ImrestoreError
 
 # Nested dirs, an empty file, incompressible and highly compressible data: what a dataset archive holds.

@@ -8,8 +8,6 @@ import stat
 import pytest
 
 from imrestore import atomic
-
-
 @pytest.fixture(params=[0o022, 0o077, 0o002])
 def umask(request):
     previous = os.umask(request.param)

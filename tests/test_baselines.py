@@ -8,8 +8,8 @@ import skimage.data
 from scipy import ndimage
 from skimage.metrics import peak_signal_noise_ratio
 
-from imrestore.baselines import BASELINES, baseline_names, check_baselines, run_baseline
 from imrestore.errors import ImrestoreError
+from imrestore.evaluation.baselines import BASELINES, baseline_names, check_baselines, run_baseline
 
 ALL_BASELINES = [(task, name) for task, methods in BASELINES.items() for name in methods]
 PHOTOS = {"astronaut": skimage.data.astronaut, "coffee": skimage.data.coffee, "chelsea": skimage.data.chelsea}

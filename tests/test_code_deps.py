@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from imrestore.codedeps import PACKAGE_DIR, code_digest, import_closure, imported_modules
+from imrestore.codedeps import PACKAGE_DIR, code_digest, import_closure, imported_modules, only_docstring
 
 REPO = Path(__file__).resolve().parents[1]
 LIBRARY = "src/imrestore"
@@ -60,8 +60,17 @@ def test_the_closure_follows_imports_inside_functions_and_packages(tmp_path):
     script = tmp_path / "stage.py"
     script.write_text("def main():\n    from imrestore.models.weights import load_network\n")
     names = {str(p.relative_to(PACKAGE_DIR)) for p in import_closure([script])}
-    assert {"models/__init__.py", "models/weights.py", "models/network.py"} <= names
+    assert {"models/weights.py", "models/network.py"} <= names
     assert "errors.py" not in names  # plumbing: cannot change what a stage writes
+    assert "models/__init__.py" not in names  # a docstring only: importing it runs no code
+
+
+def test_only_a_file_that_defines_nothing_is_left_out_as_prose(tmp_path):
+    prose, code = tmp_path / "prose.py", tmp_path / "code.py"
+    prose.write_text('"""What the group holds."""\n')
+    code.write_text('"""What the group holds."""\nDEFAULT = 3\n')
+    assert only_docstring(prose) and not only_docstring(code)
+    assert only_docstring(PACKAGE_DIR / "data" / "__init__.py")
 
 
 def test_the_package_imports_absolutely_so_the_closure_misses_nothing():

@@ -1,4 +1,4 @@
-"""Tests for imrestore.datamodule: the sampling plan, both executors, validation batches, a real Trainer fit."""
+"""Tests for imrestore.data.datamodule: the sampling plan, both executors, validation batches, a real Trainer fit."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from imrestore.datamodule import (
+from imrestore.data.datamodule import (
     TRANSFORMS,
     CropBatches,
     DeviceResidentBatches,
@@ -208,7 +208,7 @@ def test_cpu_loader_is_independent_of_worker_count_and_epochs_advance(cache: Pat
 
 
 def test_device_resident_path_matches_cpu_loader_exactly(cache: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr("imrestore.datamodule.UPLOAD_CHUNK_BYTES", 3 * SIZE * SIZE * 3)  # upload in 7 slices
+    monkeypatch.setattr("imrestore.data.datamodule.UPLOAD_CHUNK_BYTES", 3 * SIZE * SIZE * 3)  # upload in 7 slices
     kwargs = {"steps_per_epoch": 6, "color_jitter": 0.1, "brightness": 0.05, "seed": 7}
     cpu = batches(datamodule(cache, **kwargs), epochs=(0, 3))
     resident_module = datamodule(cache, device_cache=True, **kwargs)

@@ -9,9 +9,7 @@ import pytest
 from scipy import ndimage
 from skimage import data
 
-from imrestore import degradations as deg
-
-
+from imrestore.acquire import degradations as deg
 @pytest.fixture(scope="module")
 def cat() -> np.ndarray:
     return data.chelsea()[:192, 100:292]  # 192×192 uint8 RGB, fur and background

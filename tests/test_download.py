@@ -1,4 +1,4 @@
-"""Behaviour of `imrestore.download` against a real HTTP server on 127.0.0.1 (no mocks)."""
+"""Behaviour of `imrestore.acquire.download` against a real HTTP server on 127.0.0.1 (no mocks)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-import imrestore
-from imrestore import download as download_module
-from imrestore.download import download, ensure_free_space, sha256_file
+from imrestore.acquire import download as download_module
+from imrestore.acquire.download import download, ensure_free_space
+from imrestore.atomic import sha256_file
 from imrestore.errors import ImrestoreError
+import imrestore
 from loopback_http import LoopbackServer
 
 SIZE = 3 * 1024 * 1024 + 12345  # not a multiple of the chunk size, so the last chunk is short

@@ -16,7 +16,7 @@ from skimage import data as skdata
 from skimage.metrics import peak_signal_noise_ratio
 
 from imrestore.errors import ImrestoreError
-from imrestore.evaluation import evaluate, select_test_pairs, worst_crop
+from imrestore.evaluation.evaluate import evaluate, select_test_pairs, worst_crop
 from imrestore.training import RestorationModule, export_weights
 from mat_builders import write_sidd_validation
 

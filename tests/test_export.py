@@ -11,7 +11,7 @@ import onnxruntime
 import pytest
 import torch
 
-from imrestore.cli import main
+from imrestore.app.cli import main
 from imrestore.errors import ImrestoreError
 from imrestore.models.weights import load_network
 from imrestore.training import RestorationModule, export_weights
@@ -65,5 +65,5 @@ def test_weights_of_the_other_task_are_refused(tmp_path):
         main(["export", "--task", "denoise", "--weights", str(weights), "--out", str(tmp_path / "x.onnx")])
     assert not (tmp_path / "x.onnx").exists()
     with pytest.raises(ImrestoreError, match="was trained for deblur, not denoise"):
-        from imrestore.restore import load_task_weights
+        from imrestore.app.restore import load_task_weights
         load_task_weights("denoise", weights)

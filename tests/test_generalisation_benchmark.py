@@ -21,10 +21,10 @@ import yaml
 from rich.console import Console
 from skimage.metrics import peak_signal_noise_ratio
 
-from imrestore import degradations as deg
-from imrestore import sample
-from imrestore.manifest import load_rgb8
-from imrestore.metrics import METRIC_NAMES
+from imrestore.acquire import degradations as deg
+from imrestore.acquire import sample
+from imrestore.data.manifest import load_rgb8
+from imrestore.evaluation.metrics import METRIC_NAMES
 from imrestore.params import load_params
 from imrestore.training import RestorationModule, export_weights
 
@@ -63,7 +63,7 @@ def weights(tmp_path_factory) -> Path:
 def run(out: Path, weights: Path, *extra: str, params: Path = PARAMS) -> tuple[dict, str]:
     console = Console(file=io.StringIO(), width=200)
     threads = torch.get_num_threads()
-    try:  # one thread: torch's parallel regions crawl on a CPU that other jobs share (imrestore.metrics)
+    try:  # one thread: torch's parallel regions crawl on a CPU that other jobs share (imrestore.evaluation.metrics)
         results = bench.main(["--smoke", "--weights-root", str(weights), "--out", str(out), "--params", str(params),
                               "--device", "cpu", "--threads", "1", "--metrics-root", str(out / "no-metrics"), *extra],
                              console)

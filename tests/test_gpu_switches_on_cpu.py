@@ -12,8 +12,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from imrestore.inference import InferenceConfig, restore_images
-from imrestore.metrics import image_metrics, quantize
+from imrestore.evaluation.inference import InferenceConfig, restore_images
+from imrestore.evaluation.metrics import image_metrics, quantize
 from imrestore.models.network import ModelConfig, RestorationNet
 from imrestore.models.weights import load_network
 from imrestore.training import train

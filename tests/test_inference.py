@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from imrestore.errors import ImrestoreError
-from imrestore.inference import (
+from imrestore.evaluation.inference import (
     InferenceConfig,
     blend_window,
     dihedral,

@@ -1,7 +1,7 @@
 import pytest
 
 from imrestore.errors import ImrestoreError
-from imrestore.layouts import (
+from imrestore.data.layouts import (
     SiddInstance, check_layout, check_member_layout, find_layout_root, layout_root, list_pairs,
 )
 from layout_builders import GOPRO_COUNTS, write_gopro, write_sidd

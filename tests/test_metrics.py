@@ -1,4 +1,4 @@
-"""imrestore.metrics against scikit-image and independent numpy/scipy references, on real photographs.
+"""imrestore.evaluation.metrics against scikit-image and independent numpy/scipy references, on real photographs.
 
 The pairs are scikit-image's astronaut, chelsea and coffee photos (shipped with the package) against the
 same photos after realistic degradations: sensor-like Gaussian noise, optical blur and low-quality JPEG.
@@ -18,7 +18,7 @@ from skimage import data
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from imrestore.errors import ImrestoreError
-from imrestore.metrics import (
+from imrestore.evaluation.metrics import (
     METRIC_NAMES,
     image_metrics,
     psnr,
@@ -386,7 +386,7 @@ def test_cuda_gives_the_cpu_numbers(photos):
 
 def test_tile_sizes_and_image_groups_do_not_change_the_result(photos):
     # The GPU's tiles and groups, and odd ones, computed here on the CPU: the tiling is exact bookkeeping.
-    from imrestore.metrics import _mean_ssim_valid
+    from imrestore.evaluation.metrics import _mean_ssim_valid
 
     degraded, target = to_tensor(gaussian_noise(photos)), to_tensor(photos)
     reference = ssim(degraded, target)

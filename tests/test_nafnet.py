@@ -8,7 +8,7 @@ import torch
 
 from cache_builders import write_cache
 from imrestore.errors import ImrestoreError
-from imrestore.inference import InferenceConfig, restore_images
+from imrestore.evaluation.inference import InferenceConfig, restore_images
 from imrestore.models.layers import count_macs
 from imrestore.models.nafnet import NAMED_SIZES, PUBLISHED_GMACS, NAFBlock, NAFNet, NAFNetConfig
 from imrestore.models.network import ModelConfig, RestorationNet, build_network, describe_network

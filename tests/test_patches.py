@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from imrestore.errors import ImrestoreError
-from imrestore.patches import (
+from imrestore.data.patches import (
     INDEX_COLUMNS,
     PatchCache,
     array_file,
@@ -298,7 +298,7 @@ def test_a_patch_larger_than_an_image_names_the_param_to_lower(split):
 
 
 def test_the_patch_side_is_crop_size_and_the_old_name_is_explained():
-    from imrestore.patches import patch_geometry
+    from imrestore.data.patches import patch_geometry
 
     assert patch_geometry({"crop_size": 64, "step": 32, "thresh_size": 0}, "patches.sidd") == {
         "size": 64, "step": 32, "thresh_size": 0}

@@ -107,8 +107,8 @@ def test_repro_builds_layouts_manifests_and_reports(pipeline):
 
 
 def test_repro_splits_without_leaks_and_builds_patch_caches(pipeline):
-    from imrestore.manifest import read_manifest
-    from imrestore.patches import PatchCache
+    from imrestore.data.manifest import read_manifest
+    from imrestore.data.patches import PatchCache
 
     sidd = read_manifest(pipeline / "build/splits/sidd.csv")
     assert (sidd.groupby("group")["subset"].nunique() == 1).all(), "SIDD is grouped by scene"

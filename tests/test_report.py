@@ -23,8 +23,8 @@ import pytest
 import yaml
 from PIL import Image
 
+from imrestore.app.report import GRID, paired_delta, paper_table, results_from_exp_show, seed_std, write_report
 from imrestore.errors import ImrestoreError
-from imrestore.report import GRID, paired_delta, paper_table, results_from_exp_show, seed_std, write_report
 
 BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.timeout(600)
@@ -538,7 +538,7 @@ def test_paper_table_keeps_only_successful_current_results(tmp_path):
 
 def test_the_paper_table_shows_other_architectures_beside_the_grid(tmp_path):
     """NAFNet rows never fill a Table 2 cell; they are listed below it, one per size, the newest of each."""
-    from imrestore.report import paper_table_markdown, peer_table
+    from imrestore.app.report import paper_table_markdown, peer_table
 
     def row(name, model_params, metrics_model, psnr, timestamp):
         metrics = {"psnr": psnr, "ssim": 0.7, "n_images": 8, "data": "sample", "model": metrics_model}

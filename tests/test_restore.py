@@ -13,9 +13,9 @@ import torch
 from PIL import Image
 from skimage import data as skdata
 
+from imrestore.app.restore import load_weights
 from imrestore.errors import ImrestoreError
-from imrestore.inference import InferenceConfig, restore_images
-from imrestore.restore import load_weights
+from imrestore.evaluation.inference import InferenceConfig, restore_images
 from imrestore.training import RestorationModule, export_weights
 
 TINY_MODEL = {"blocks": 1, "features": 8}
@@ -159,7 +159,7 @@ def decode_unfiltered_png16(data: bytes, channels: int) -> np.ndarray:
 
 
 def test_a_16_bit_rgb_png_is_restored_from_its_top_8_bits_and_says_so(tmp_path, weights):
-    from imrestore.user_images import encode_png16
+    from imrestore.app.user_images import encode_png16
 
     source = tmp_path / "colour16.png"
     source.write_bytes(encode_png16(ramp16(channels=3)))

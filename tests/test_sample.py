@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imrestore import degradations as deg
-from imrestore import sample
+from imrestore.acquire import degradations as deg
+from imrestore.acquire import sample
 from imrestore.errors import ImrestoreError
 
 SEQUENCE_RE = re.compile(r"^GOPR\d{4}_\d{2}_\d{2}$")

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from imrestore import sources
+from imrestore.acquire import sources
+from imrestore.acquire.sources import SourceConfig, acquire
 from imrestore.errors import ImrestoreError
-from imrestore.sources import SourceConfig, acquire
 from layout_builders import write_gopro, write_sidd
 
 

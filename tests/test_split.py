@@ -3,8 +3,8 @@ import itertools
 import pandas as pd
 import pytest
 
+from imrestore.data.split import SplitConfig, assign_subsets, check_leakage, iso_level, split_summary
 from imrestore.errors import ImrestoreError
-from imrestore.split import SplitConfig, assign_subsets, check_leakage, iso_level, split_summary
 
 CAMERAS = ["GP", "IP", "S6", "N6", "G4"]
 ISOS = [100, 800, 3200, 1600, 400]

@@ -20,7 +20,7 @@ from mat_builders import (
 
 from imrestore.atomic import ensure_text
 from imrestore.errors import ImrestoreError
-from imrestore.testsets import (
+from imrestore.evaluation.testsets import (
     BENCHMARK_READMES,
     SIDD_VALIDATION_FILES,
     SiddValidation,

@@ -9,9 +9,9 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from cache_builders import write_cache
-from imrestore.datamodule import RestorationDataModule
-from imrestore.models.weights import load_network
+from imrestore.data.datamodule import RestorationDataModule
 from imrestore.errors import ImrestoreError
+from imrestore.models.weights import load_network
 from imrestore.training import (
     NonFiniteLossError,
     OptimConfig,

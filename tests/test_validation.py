@@ -6,8 +6,8 @@ import shutil
 import pandas as pd
 import pytest
 
+from imrestore.data.validation import validate_dataset
 from imrestore.errors import ImrestoreError
-from imrestore.validation import validate_dataset
 from layout_builders import GOPRO_COUNTS, SIDD_COUNTS, natural_image, save_png, save_png16_rgb, write_gopro, write_sidd
 
 

@@ -2,11 +2,15 @@
 
 Everything is first written next to its final place (same filesystem, so the final `os.replace` is atomic),
 then renamed. A crash leaves at most a `.tmp-*` sibling, which the next run removes.
+
+`sha256_file` lives here too, beside the writes whose results stages record by hash, so that a stage that
+only reads files does not depend on the downloader.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -112,3 +116,10 @@ def write_bytes(final: Path | str, data: bytes) -> None:
 
 def write_json(final: Path | str, data: object) -> None:
     write_text(final, json.dumps(data, indent=2) + "\n")
+
+
+def sha256_file(path: Path | str) -> str:
+    """The sha256 of a file as 64 lowercase hex digits, read in chunks so any size fits in memory. Downloads
+    hash with a progress bar of their own (imrestore.acquire.download); this is for everything else."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()

@@ -7,7 +7,9 @@ statements, including those inside functions, which is where this package import
 tests/test_record.py checks dvc.yaml against it, and training fingerprints its own code with it.
 
 Plumbing that cannot change what a stage writes is left out (`PLUMBING`): error types, atomic writes,
-progress bars, the params loader, this module and the package's `__init__`.
+progress bars, the params loader, this module and the package's `__init__`. So are files that hold nothing
+but a docstring (the groups' `__init__.py`): importing them runs no code, so editing their prose re-runs
+nothing.
 """
 
 from __future__ import annotations
@@ -64,7 +66,14 @@ def import_closure(scripts: Iterable[Path]) -> list[Path]:
                 if reached not in seen and module_file(reached) is not None:
                     seen.add(reached)
                     pending.append(module_file(reached))
-    return sorted(module_file(name) for name in seen - PLUMBING)
+    return sorted(path for name in seen - PLUMBING if not only_docstring(path := module_file(name)))
+
+
+def only_docstring(source: Path) -> bool:
+    """True if the file's body is at most a docstring: importing it defines nothing."""
+    body = ast.parse(source.read_text(encoding="utf-8"), str(source)).body
+    return len(body) == 0 or (len(body) == 1 and isinstance(body[0], ast.Expr)
+                              and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str))
 
 
 def code_digest(scripts: Iterable[Path]) -> str:

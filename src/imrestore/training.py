@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 from imrestore import atomic
+from imrestore.data.layouts import TASKS
 from imrestore.errors import ImrestoreError
-from imrestore.layouts import TASKS
 from imrestore.models.network import ModelConfig, build_network
 from imrestore.params import reject_unknown
 
@@ -354,8 +354,8 @@ def train(task: str, params: dict, cache_dir: Path, checkpoint_dir: Path, model_
     """Train `task` on its patch cache, resuming from `checkpoint_dir` when it holds this same run.
 
     `callbacks` join the Trainer's own (benchmarks/training_curve.py measures the test PSNR through one)."""
-    from imrestore.datamodule import RestorationDataModule
-    from imrestore.patches import check_geometry_matches, read_meta
+    from imrestore.data.datamodule import RestorationDataModule
+    from imrestore.data.patches import check_geometry_matches, read_meta
 
     if task not in TASKS:
         raise ImrestoreError(f"unknown task {task!r}: expected one of {', '.join(TASKS)}")

@@ -30,7 +30,7 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     height, width = x.shape[-2:]
     pad_h, pad_w = -height % multiple, -width % multiple
     if torch.compiler.is_exporting():
-        # An exported graph (imrestore.export) takes any H×W, so it cannot branch on the size: it always pads
+        # An exported graph (imrestore.app.export) takes any H×W, so it cannot branch on the size: it always pads
         # (by zero pixels, when the size fits) and always reflects; export refuses images thinner than `multiple`.
         return F.pad(x, (0, pad_w, 0, pad_h), mode="reflect")
     if pad_h == 0 and pad_w == 0:

@@ -112,7 +112,7 @@ class NAFBlock(nn.Module):
         self.conv2 = nn.Conv2d(dw_channels, dw_channels, kernel_size=3, padding=1, groups=dw_channels)
         self.sg = SimpleGate()
         # Simplified channel attention: like squeeze-and-excitation without its MLP and sigmoid. Its global pool
-        # makes the block non-local, so tiled inference pools per tile (imrestore.inference says what it costs).
+        # makes the block non-local, so tiled inference pools per tile (imrestore.evaluation.inference says what it costs).
         self.sca = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(dw_channels // 2, dw_channels // 2, 1))
         self.conv3 = nn.Conv2d(dw_channels // 2, channels, kernel_size=1)
         self.norm2 = LayerNorm2d(channels)

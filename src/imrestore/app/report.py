@@ -32,8 +32,8 @@ import numpy as np
 import pandas as pd
 
 from imrestore.atomic import atomic_dir, write_text
+from imrestore.data.layouts import TASKS  # task → the dataset it trains and tests on
 from imrestore.errors import ImrestoreError
-from imrestore.layouts import TASKS  # task → the dataset it trains and tests on
 from imrestore.params import parse_yaml
 
 DATASET_NAMES = {"gopro": "GoPro", "sidd": "SIDD"}

@@ -19,9 +19,9 @@ import pandera.pandas as pa
 from pandera.typing import Series
 
 from imrestore import atomic
+from imrestore.data.layouts import DATASETS, GOPRO_SPLITS, SIDD_BRIGHTNESS, SIDD_CAMERAS, list_pairs
+from imrestore.data.manifest import build_manifest
 from imrestore.errors import ImrestoreError
-from imrestore.layouts import DATASETS, GOPRO_SPLITS, SIDD_BRIGHTNESS, SIDD_CAMERAS, list_pairs
-from imrestore.manifest import build_manifest
 from imrestore.params import reject_unknown
 
 # Every ISO stop a phone camera reports (third stops, 50..12800); SIDD's values are among them.

@@ -35,8 +35,8 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
+from imrestore.data.patches import PatchCache, read_meta
 from imrestore.errors import ImrestoreError
-from imrestore.patches import PatchCache, read_meta
 from imrestore.progress import progress_bar
 
 TRANSFORMS = 8  # the symmetries of the square: 4 rotations, each with or without a mirror
@@ -366,7 +366,7 @@ class RestorationDataModule(L.LightningDataModule):
     """Random crops of a patch cache's train subset, fixed crops of its val subset, float32 NCHW in [0, 1].
 
     Args:
-        cache_dir: a patch cache folder (`imrestore.patches`), e.g. build/patches/gopro.
+        cache_dir: a patch cache folder (`imrestore.data.patches`), e.g. build/patches/gopro.
         crop: side of the training crops, at most the cache's patch size.
         batch_size: crops per batch (training and validation).
         steps_per_epoch: batches per training epoch; default: train patches // batch_size, at least 1.

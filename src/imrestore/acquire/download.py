@@ -60,7 +60,7 @@ from imrestore.atomic import remove
 from imrestore.errors import ImrestoreError
 from imrestore.progress import byte_columns, new_progress
 
-__all__ = ["download", "ensure_free_space", "sha256_file"]
+__all__ = ["download", "ensure_free_space"]
 
 PART_SUFFIX = ".part"
 FREE_SPACE_MARGIN_BYTES = 64 << 20  # room for the filesystem's own bookkeeping and whatever else runs
@@ -129,11 +129,6 @@ def download(
                 return dest
             _fetch_with_retries(url, part, dest, retries, backoff_s, timeout_s, bar)
             return _verify_and_rename(url, part, dest, expected)
-
-
-def sha256_file(path: Path) -> str:
-    """The sha256 of a file as 64 lowercase hex digits, read in chunks so any size fits in memory."""
-    return _hash_file(Path(path), hashlib.sha256(), _NO_BAR).hexdigest()
 
 
 def ensure_free_space(directory: Path, needed_bytes: int, what: str) -> None:

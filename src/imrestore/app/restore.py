@@ -20,12 +20,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from imrestore.app.user_images import read_user_image, write_user_image
+from imrestore.data.layouts import TASKS
 from imrestore.errors import ImrestoreError
-from imrestore.inference import InferenceConfig, prepare_network, resolve_device, restore_images
-from imrestore.layouts import TASKS
+from imrestore.evaluation.inference import InferenceConfig, prepare_network, resolve_device, restore_images
 from imrestore.models.weights import load_network, network_from
 from imrestore.progress import progress_bar
-from imrestore.user_images import read_user_image, write_user_image
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 CHECKPOINT_PREFIX = "net."  # RestorationModule keeps the network as `self.net`

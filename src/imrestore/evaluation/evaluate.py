@@ -6,7 +6,7 @@ classical baselines, into one metrics JSON, a per-image table and image comparis
     metrics/<task>/per_image.csv      name, psnr, ssim, input_psnr (a DVC plot)
     metrics/<task>/comparisons/*.png  input | restored | ground truth, with the worst-degraded crop enlarged
 
-Every number is measured by `imrestore.metrics` on uint8 images (the standard protocol). The test split is
+Every number is measured by `imrestore.evaluation.metrics` on uint8 images (the standard protocol). The test split is
 GoPro's official test set (its 1111 frames on real data) and SIDD's held-out 20%. When the SIDD validation
 benchmark's .mat files lie under `evaluate.benchmarks`, its 1280 blocks are evaluated as well.
 
@@ -30,17 +30,17 @@ import torch
 from PIL import Image, ImageDraw
 
 from imrestore import atomic
-from imrestore.baselines import check_baselines, run_baseline
+from imrestore.data.layouts import TASKS
+from imrestore.data.manifest import default_workers, load_rgb8, read_manifest
 from imrestore.errors import ImrestoreError
-from imrestore.inference import InferenceConfig, prepare_network, resolve_device, restore_images
-from imrestore.layouts import TASKS
-from imrestore.manifest import default_workers, load_rgb8, read_manifest
-from imrestore.metrics import METRIC_NAMES, image_metrics, quantize
+from imrestore.evaluation.baselines import check_baselines, run_baseline
+from imrestore.evaluation.inference import InferenceConfig, prepare_network, resolve_device, restore_images
+from imrestore.evaluation.metrics import METRIC_NAMES, image_metrics, quantize
+from imrestore.evaluation.testsets import find_sidd_validation, load_sidd_validation, sidd_benchmark_folder
 from imrestore.models.network import describe_network
 from imrestore.models.weights import PUBLISHED_SUFFIXES, load_network, load_published
 from imrestore.params import reject_unknown, section
 from imrestore.progress import progress_bar
-from imrestore.testsets import find_sidd_validation, load_sidd_validation, sidd_benchmark_folder
 
 PANEL_WIDTH = 480  # comparison panels are downscaled to this width: a page of them stays a few MB
 BLOCK_BATCH = 16  # SIDD validation blocks (256²) per forward pass

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import yaml
 
+from imrestore.data.layouts import DATASETS, TASKS
 from imrestore.errors import ImrestoreError, exit_on_error
-from imrestore.layouts import DATASETS, TASKS
 
 DATA_DIR = Path("data")
 DATA_DVC = Path("data.dvc")
@@ -51,10 +51,10 @@ def prepare_data() -> str:
     records the embedded sample, copy the photographs from the installed scikit-image. Never changes
     data.dvc: recording new raw data is the user's `dvc add data`.
     """
+    from imrestore.acquire.sample import materialise_photos
     from imrestore.atomic import ensure_text
+    from imrestore.evaluation.testsets import BENCHMARK_READMES
     from imrestore.models.weights import CHECKPOINT_READMES
-    from imrestore.sample import materialise_photos
-    from imrestore.testsets import BENCHMARK_READMES
 
     if not DATA_DVC.is_file():
         raise ImrestoreError(f"{DATA_DVC} not found: run from the repository root")
@@ -87,8 +87,8 @@ def prepare_data() -> str:
 
 
 def _validate_folder(folder: Path, dataset: str, gopro_input: str) -> dict:
-    from imrestore.layouts import find_layout_root
-    from imrestore.validation import validate_dataset
+    from imrestore.data.layouts import find_layout_root
+    from imrestore.data.validation import validate_dataset
 
     root = find_layout_root(folder, dataset)
     with tempfile.TemporaryDirectory() as scratch:  # expected_pairs=None: this checks files, not counts
@@ -131,8 +131,8 @@ def _validate(args: argparse.Namespace) -> None:
 def _restore(args: argparse.Namespace) -> None:
     if not Path(args.source).exists():  # before torch is imported: a typo is answered at once
         raise ImrestoreError(f"{args.source}: no such file or folder")
-    from imrestore.inference import InferenceConfig
-    from imrestore.restore import restore_files
+    from imrestore.app.restore import restore_files
+    from imrestore.evaluation.inference import InferenceConfig
 
     config = InferenceConfig.from_params({"tile": args.tile or None, "overlap": args.overlap,
                                           "tile_batch": args.tile_batch, "self_ensemble": args.self_ensemble},
@@ -148,8 +148,8 @@ def _restore(args: argparse.Namespace) -> None:
 
 
 def _export(args: argparse.Namespace) -> None:
-    from imrestore.export import export_onnx
-    from imrestore.restore import load_task_weights
+    from imrestore.app.export import export_onnx
+    from imrestore.app.restore import load_task_weights
 
     weights, net = load_task_weights(args.task, args.weights)
     out = args.out or Path("build/export") / f"{args.task}.onnx"
@@ -161,7 +161,7 @@ def _export(args: argparse.Namespace) -> None:
 
 
 def _report(args: argparse.Namespace) -> None:
-    from imrestore.report import write_report
+    from imrestore.app.report import write_report
 
     report = write_report(args.base, rev=args.rev, exp=args.exp, out=args.out)
     plots = sorted(p.name for p in report.parent.glob("*.png"))
@@ -171,7 +171,7 @@ def _report(args: argparse.Namespace) -> None:
 def _paper_table(args: argparse.Namespace) -> None:
     from rich.console import Console
 
-    from imrestore.report import paper_table_rich, write_paper_table
+    from imrestore.app.report import paper_table_rich, write_paper_table
 
     table, peers = write_paper_table(args.out, all_commits=args.all_commits)
     console = Console()

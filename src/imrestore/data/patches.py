@@ -43,9 +43,9 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from imrestore import atomic
-from imrestore.download import sha256_file
+from imrestore.atomic import sha256_file
+from imrestore.data.manifest import default_workers, read_rgb8
 from imrestore.errors import ImrestoreError
-from imrestore.manifest import default_workers, read_rgb8
 from imrestore.params import reject_unknown, require_int
 from imrestore.progress import progress_bar
 

@@ -122,7 +122,7 @@ def _as_batch(images: object, name: str) -> torch.Tensor:
     if images.is_floating_point():
         raise ImrestoreError(
             f"{name} must be {expected} in [0, 255], found {images.dtype}: pass model outputs in [0, 1] through "
-            "imrestore.metrics.quantize() first (the standard protocol measures clamped, rounded 8-bit images)"
+            "imrestore.evaluation.metrics.quantize() first (the standard protocol measures clamped, rounded 8-bit images)"
         )
     if images.dtype != torch.uint8:
         raise ImrestoreError(f"{name} must be {expected}, found dtype {images.dtype}")

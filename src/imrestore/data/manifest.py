@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
+from imrestore.data.layouts import Pair
 from imrestore.errors import ImrestoreError
-from imrestore.layouts import Pair
 from imrestore.progress import progress_bar
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from imrestore import atomic
-from imrestore import degradations as deg
+from imrestore.acquire import degradations as deg
 from imrestore.errors import ImrestoreError
 from imrestore.progress import progress_bar
 

@@ -19,12 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from imrestore import atomic, layouts
-from imrestore.archives import extract_archive
-from imrestore.download import download, sha256_file
+from imrestore import atomic
+from imrestore.acquire.archives import extract_archive
+from imrestore.acquire.download import download
+from imrestore.acquire.sample import GoproSampleConfig, SiddSampleConfig, make_gopro_sample, make_sidd_sample
+from imrestore.atomic import sha256_file
+from imrestore.data import layouts
 from imrestore.errors import ImrestoreError
 from imrestore.params import reject_unknown
-from imrestore.sample import GoproSampleConfig, SiddSampleConfig, make_gopro_sample, make_sidd_sample
 
 SAMPLE = "sample"
 SAMPLE_PHOTOS_DIR = Path("data/sample_photos")
