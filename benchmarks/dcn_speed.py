@@ -16,21 +16,13 @@ On a GPU, update `FASTEST_BACKEND["cuda"]` in src/imrestore/models/dcn.py from t
 
 from __future__ import annotations
 
-import argparse
-import statistics
-import sys
-from pathlib import Path
-
 import torch
 from rich.console import Console
-from rich.table import Table
 
-from common import machine_facts, timed, write_json
+from common import (alternate, argument_parser, machine_facts, new_table, synchronizer,  # first: puts src/ on sys.path
+                    write_json)
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "src")]
-
-from imrestore.models.dcn import DeformableConv2d  # noqa: E402
+from imrestore.models.dcn import DeformableConv2d
 
 BACKENDS = ("torchvision", "grid_sample")
 # (batch, channels, height, width, kernel): the paper's 32-channel full-resolution head, a 128-channel
@@ -62,14 +54,12 @@ def forward_backward(layer: DeformableConv2d, image: torch.Tensor, projection: t
     return output.detach(), {"input": image.grad} | {name: p.grad for name, p in layer.named_parameters()}
 
 
-
 def measure(shape, device: torch.device, repeats: int) -> dict:
     batch, channels, height, width, kernel = shape
     layers = make_layers(channels, kernel, device)
     generator = torch.Generator(device="cpu").manual_seed(1)
     image = torch.randn(batch, channels, height, width, generator=generator).to(device)
     projection = torch.randn(batch, channels, height, width, generator=generator).to(device)
-    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
 
     results = {name: forward_backward(layers[name], image, projection) for name in BACKENDS}  # warm-up
     reference_out, reference_grads = results["torchvision"]
@@ -89,15 +79,12 @@ def measure(shape, device: torch.device, repeats: int) -> dict:
         for name, diff in differences.items()
     }
 
-    seconds: dict[str, list[float]] = {name: [] for name in BACKENDS}
-    for repeat in range(repeats):
-        # Alternate which backend goes first, so neither always runs on a cache the other just warmed.
-        for name in BACKENDS if repeat % 2 == 0 else BACKENDS[::-1]:
-            seconds[name].append(timed(lambda layer=layers[name]: forward_backward(layer, image, projection), sync))
-    medians = {name: statistics.median(s) for name, s in seconds.items()}
+    samples = alternate({name: lambda layer=layers[name]: forward_backward(layer, image, projection)
+                         for name in BACKENDS}, repeats, synchronizer(device))
+    medians = {name: s.median for name, s in samples.items()}
     return {
         "shape": {"batch": batch, "channels": channels, "height": height, "width": width, "kernel": kernel},
-        "seconds": seconds,
+        "seconds": {name: s.wall for name, s in samples.items()},
         "median_s": medians,
         "speedup": medians["torchvision"] / medians["grid_sample"],
         "numerics": numerics,
@@ -105,13 +92,12 @@ def measure(shape, device: torch.device, repeats: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument(
         "--shapes", default=DEFAULT_SHAPES, help=f"BxCxHxWkK, comma-separated (default {DEFAULT_SHAPES})"
     )
     parser.add_argument("--repeats", type=int, default=5, help="fwd+bwd runs of each backend, alternating (default 5)")
-    parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
     args = parser.parse_args()
 
     console = Console()
@@ -122,10 +108,9 @@ def main() -> None:
         rows.append(measure(parse_shape(text), device, args.repeats))
 
     goal = 5.0 if device.type == "cpu" else 2.0
-    table = Table(title=f"DeformableConv2d fwd+bwd on {device}: grid_sample vs torchvision (median of {args.repeats})")
-    for column in ("B×C×H×W, k", "torchvision s", "grid_sample s", "speedup", f"goal ≥ {goal:g}×",
-                   "max rel diff (output)", "max rel diff (gradients)", "grad elements > 1e-3"):
-        table.add_column(column, justify="right")
+    table = new_table(f"DeformableConv2d fwd+bwd on {device}: grid_sample vs torchvision (median of {args.repeats})",
+                      ("B×C×H×W, k", "torchvision s", "grid_sample s", "speedup", f"goal ≥ {goal:g}×",
+                       "max rel diff (output)", "max rel diff (gradients)", "grad elements > 1e-3"))
     for row in rows:
         s = row["shape"]
         worst_grad = max(v["max_rel"] for n, v in row["numerics"].items() if n != "output")

@@ -24,9 +24,8 @@ import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
 from rich.console import Console
-from rich.table import Table
 
-from common import RESULTS, machine_facts, write_json
+from common import RESULTS, machine_facts, new_table, write_json
 
 
 def _frames(split: pd.DataFrame, subset: str) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -142,9 +141,8 @@ def main() -> None:
         results["train_steps"] = args.train_steps
     results["mean"] = means
     results["seconds"] = time.perf_counter() - start
-    table = Table(title=f"deblur sample, {len(rows)} test frames (PSNR dB)")
-    for column in ("method", "PSNR", "gain over input"):
-        table.add_column(column)
+    table = new_table(f"deblur sample, {len(rows)} test frames (PSNR dB)",
+                      ("method", "PSNR", "gain over input"), left=("method",))
     for key, value in means.items():
         table.add_row(key, f"{value:.2f}", f"{value - means['input']:+.2f}")
     console.print(table)

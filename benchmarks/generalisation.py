@@ -19,34 +19,20 @@ images and every number except `timing` are the same from run to run. Restoratio
 `evaluation.Restorer` with the `evaluate` section's inference settings (tile 256, overlap 32), metrics by
 `imrestore.evaluation.metrics.image_metrics` on uint8 images with `evaluate.crop_border`.
 
-    python benchmarks/generalisation.py                        # both tasks, models/<task>/: ~2 min on 2 cores
+    python benchmarks/generalisation.py                        # both tasks, models/<task>/
     python benchmarks/generalisation.py --tasks denoise --save-images
     python benchmarks/generalisation.py --smoke --weights-root /tmp/tiny   # 1 photo, 1 frame / crop per task
 
-Writes <out>/generalisation.json:
-    {"benchmark": "generalisation", "seed": 0, "smoke": false, "statement": "none of ... is in the sample ...",
-     "sample_photos": [...], "photos": {name: {"origin", "path", "credit", "size", "mode", "sha256", "tasks"}},
-     "excluded": {name: reason}, "skipped": {name: reason},
-     "params": {"gopro_sample": {...}, "sidd_sample": {...}, "input_folder", "inference": {...}, "crop_border",
-                "device", "frames_per_photo", "crops_per_photo"},
-     "tasks": {task: {"weights": {"dir", "sha256", "model"}, "baselines": [...],
-                      "rows": [{"photo", "image", "conditions": {...}, "input": {metric: v}, "network": {...},
-                                "baselines": {name: {...}}, "best_baseline", "gain_db",
-                                "gain_over_best_baseline_db"}],
-                      "per_photo": {photo: {"n_images", "input", "network", "baselines", "best_baseline",
-                                            "gain_db"}},
-                      "mean": {"n_images", "input", "network", "baselines", "best_baseline", "gain_db",
-                               "gain_over_best_baseline_db", "network_beats_input", "network_beats_best_baseline"},
-                      "sample_test_reference": {...} | null}},
-     "timing": {task: {"restore_seconds", "megapixels"}}, "machine": {...}}
-Metrics are imrestore.evaluation.metrics.METRIC_NAMES (psnr, ssim, psnr_y, ssim_y, ssim_3d); gains are PSNR differences in
-dB. `sample_test_reference` is metrics/<task>.json as the evaluate stage last wrote it (the same networks on the
-sample's own test split, if models/ has not changed since; null unless --weights-root is models/): the gap
-between its gain and this one is the price of unseen content. Note that the baselines' constants were tuned on
-motorcycle_left/right (imrestore.evaluation.baselines), so on motorcycle_left the baselines are not on unseen data.
+Writes <out>/generalisation.json, its fields listed in benchmarks/README.md: metrics are
+imrestore.evaluation.metrics.METRIC_NAMES, gains PSNR differences in dB. `sample_test_reference` is
+metrics/<task>.json as the evaluate stage last wrote it (the same networks on the sample's own test split; null
+unless --weights-root is models/): the gap between its gain and this one is the price of unseen content. The
+baselines' constants were tuned on motorcycle_left/right (imrestore.evaluation.baselines), so on motorcycle_left
+the baselines are not on unseen data.
 
-On a CPU that other jobs share, pass --threads 1: torch's parallel regions stall at every op there, and the
-metrics alone took ~1 s per 256² crop with the default threads (see imrestore.evaluation.metrics).
+On a CPU that other jobs share, pass --threads 1 (benchmarks/README.md says why). The renderers are the sample's
+private ones (their photo caches cleared after use): the public `make_*_sample` functions render only the
+sample's own photographs, and a copy of the renderers here could drift from the sample's.
 """
 
 from __future__ import annotations
@@ -56,32 +42,30 @@ import dataclasses
 import hashlib
 import importlib.resources
 import json
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
-from common import RESULTS, machine_facts, output_dir, write_json
+from common import (add_run_arguments, machine_facts, metrics_of, new_table, output_dir,  # first: puts src/ on sys.path
+                    read_json, to_tensor, wide_console, write_json)
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "src")]
-
-import torch  # noqa: E402
-
-from imrestore.acquire import sample  # noqa: E402
-from imrestore.data.layouts import TASKS  # noqa: E402
-from imrestore.data.manifest import load_rgb8  # noqa: E402
-from imrestore.errors import ImrestoreError  # noqa: E402
-from imrestore.evaluation.baselines import run_baseline  # noqa: E402
-from imrestore.evaluation.evaluate import EvaluateSettings, Restorer  # noqa: E402
-from imrestore.evaluation.inference import resolve_device  # noqa: E402
-from imrestore.evaluation.metrics import METRIC_NAMES, image_metrics  # noqa: E402
-from imrestore.models.weights import load_network  # noqa: E402
-from imrestore.params import load_params, section  # noqa: E402
+from imrestore.acquire import sample
+from imrestore.acquire.sources import SourceConfig
+from imrestore.data.layouts import TASKS
+from imrestore.data.manifest import load_rgb8
+from imrestore.data.validation import ValidateConfig
+from imrestore.errors import ImrestoreError
+from imrestore.evaluation.baselines import run_baseline
+from imrestore.evaluation.evaluate import EvaluateSettings, Restorer
+from imrestore.evaluation.inference import resolve_device
+from imrestore.evaluation.metrics import METRIC_NAMES
+from imrestore.models.weights import load_network
+from imrestore.params import load_params, section
 
 SKIMAGE, MATPLOTLIB = "scikit-image", "matplotlib"
 # file name → (package that ships it, credit). In this order; --smoke takes the first one found.
@@ -252,20 +236,19 @@ def denoise_pairs(paths: dict[str, Path], cfg: sample.SiddSampleConfig, crops: i
 # --------------------------------------------------------------------------------------------- scoring
 
 
-def to_tensor(image: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.require(image, requirements=["C", "W"])).permute(2, 0, 1)  # PIL's are read-only
-
-
-def metrics_of(pred: torch.Tensor, target: torch.Tensor, crop_border: int) -> dict[str, float]:
-    return {name: float(value[0]) for name, value in image_metrics(pred[None], target[None], crop_border).items()}
-
-
 def mean_metrics(rows: list[dict[str, float]]) -> dict[str, float]:
     return {name: float(np.mean([row[name] for row in rows])) for name in METRIC_NAMES}
 
 
-def _best(baselines: dict[str, dict[str, float]]) -> str | None:
-    return max(baselines, key=lambda name: baselines[name]["psnr"]) if baselines else None
+def with_gains(entry: dict) -> dict:
+    """`entry` (metrics of "input", "network" and each of "baselines") with its best baseline (highest PSNR) and
+    the network's PSNR gains over the input and over that baseline added."""
+    baselines = entry["baselines"]
+    best = max(baselines, key=lambda name: baselines[name]["psnr"]) if baselines else None
+    entry["best_baseline"] = best
+    entry["gain_db"] = entry["network"]["psnr"] - entry["input"]["psnr"]
+    entry["gain_over_best_baseline_db"] = entry["network"]["psnr"] - baselines[best]["psnr"] if best else None
+    return entry
 
 
 def score(task: str, pairs: list[dict], restorer: Restorer, baselines: tuple[str, ...], crop_border: int,
@@ -276,16 +259,11 @@ def score(task: str, pairs: list[dict], restorer: Restorer, baselines: tuple[str
         degraded, target = pair["degraded"], pair["target"]
         truth = to_tensor(target)
         restored = restorer(to_tensor(degraded)[None])[0]
-        row = {"photo": pair["photo"], "image": pair["image"], "conditions": pair["conditions"],
-               "input": metrics_of(to_tensor(degraded), truth, crop_border),
-               "network": metrics_of(restored, truth, crop_border),
-               "baselines": {name: metrics_of(to_tensor(run_baseline(task, name, degraded)), truth, crop_border)
-                             for name in baselines}}
-        best = _best(row["baselines"])
-        row["best_baseline"] = best
-        row["gain_db"] = row["network"]["psnr"] - row["input"]["psnr"]
-        row["gain_over_best_baseline_db"] = (row["network"]["psnr"] - row["baselines"][best]["psnr"]
-                                             if best else None)
+        row = with_gains({"photo": pair["photo"], "image": pair["image"], "conditions": pair["conditions"],
+                          "input": metrics_of(to_tensor(degraded), truth, crop_border),
+                          "network": metrics_of(restored, truth, crop_border),
+                          "baselines": {name: metrics_of(to_tensor(run_baseline(task, name, degraded)), truth,
+                                                         crop_border) for name in baselines}})
         if save_dir is not None:
             stem = save_dir / task / row["image"].replace("/", "_").removesuffix(".png")
             stem.parent.mkdir(parents=True, exist_ok=True)
@@ -299,22 +277,17 @@ def score(task: str, pairs: list[dict], restorer: Restorer, baselines: tuple[str
 
 def summarise(rows: list[dict], baselines: tuple[str, ...]) -> dict:
     """Means over `rows`: input, network, each baseline, the best baseline (highest mean PSNR) and the gains."""
-    summary = {"n_images": len(rows), "input": mean_metrics([row["input"] for row in rows]),
-               "network": mean_metrics([row["network"] for row in rows]),
-               "baselines": {name: mean_metrics([row["baselines"][name] for row in rows]) for name in baselines}}
-    best = _best(summary["baselines"])
-    summary["best_baseline"] = best
-    summary["gain_db"] = summary["network"]["psnr"] - summary["input"]["psnr"]
-    summary["gain_over_best_baseline_db"] = (summary["network"]["psnr"] - summary["baselines"][best]["psnr"]
-                                             if best else None)
-    return summary
+    return with_gains({"n_images": len(rows), "input": mean_metrics([row["input"] for row in rows]),
+                       "network": mean_metrics([row["network"] for row in rows]),
+                       "baselines": {name: mean_metrics([row["baselines"][name] for row in rows])
+                                     for name in baselines}})
 
 
 def sample_test_reference(metrics_json: Path) -> dict | None:
     """The evaluate stage's numbers on the sample's test split, if it has written them."""
-    if not metrics_json.is_file():
+    metrics = read_json(metrics_json)
+    if metrics is None:
         return None
-    metrics = json.loads(metrics_json.read_text(encoding="utf-8"))
     return {"source": str(metrics_json), "n_images": metrics.get("n_images"), "network_psnr": metrics["psnr"],
             "network_ssim": metrics["ssim"], "input_psnr": metrics["input"]["psnr"],
             "input_ssim": metrics["input"]["ssim"], "gain_db": metrics["psnr"] - metrics["input"]["psnr"]}
@@ -329,11 +302,9 @@ def weights_facts(weights_dir: Path) -> dict:
 
 
 def task_table(task: str, result: dict) -> Table:
-    table = Table(title=f"{task}: sample-trained network on photos in no sample ({result['mean']['n_images']} images)")
-    for column in ("photo", "images", "input PSNR", "input SSIM", "network PSNR", "network SSIM", "best baseline",
-                   "gain over input"):
-        table.add_column(column, justify="left" if column in ("photo", "best baseline") else "right",
-                         no_wrap=column in ("photo", "best baseline"))
+    table = new_table(f"{task}: sample-trained network on photos in no sample ({result['mean']['n_images']} images)",
+                      ("photo", "images", "input PSNR", "input SSIM", "network PSNR", "network SSIM", "best baseline",
+                       "gain over input"), left=("photo", "best baseline"), no_wrap=True)
 
     def add(label: str, summary: dict, **style) -> None:
         best = summary["best_baseline"]
@@ -357,12 +328,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
     parser.add_argument("--weights-root", type=Path, default=Path("models"),
                         help="folder with <task>/model.pt + config.json (default models)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help=f"folder for generalisation.json (default {RESULTS}; with --smoke a temporary folder)")
+    add_run_arguments(parser, "one photo per task, one frame / crop: checks that it runs (any weights)", build=False)
     parser.add_argument("--seed", type=int, default=0, help="seeds every photo's degradation (default 0)")
-    parser.add_argument("--smoke", action="store_true",
-                        help="one photo per task, one frame / crop: checks that it runs (any weights)")
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default params.yaml)")
     parser.add_argument("--metrics-root", type=Path, default=Path("metrics"),
                         help="the evaluate stage's <task>.json, quoted as the sample test reference (default metrics)")
     parser.add_argument("--frames", type=int, default=DEFAULT_FRAMES,
@@ -383,7 +350,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None, console: Console | None = None) -> dict:
     args = parse_args(argv)
-    console = console or Console(width=None if sys.stdout.isatty() else 132)  # a log keeps the table whole
+    console = console or wide_console(132)
     if args.threads:
         torch.set_num_threads(args.threads)
     check_unseen(list(UNSEEN_PHOTOS))
@@ -405,15 +372,13 @@ def main(argv: list[str] | None = None, console: Console | None = None) -> dict:
         raise SystemExit("error: none of the unseen photographs was found: " + "; ".join(
             f"{name}: {why}" for name, why in skipped.items()))
     check_unseen(list(found), found)
-    gopro_cfg = sample.GoproSampleConfig.from_params(section(params, "download.gopro.sample"),
-                                                     "params.yaml: download.gopro.sample")
-    sidd_cfg = sample.SiddSampleConfig.from_params(section(params, "download.sidd.sample"),
-                                                   "params.yaml: download.sidd.sample")
-    input_folder = params.get("validate", {}).get("gopro", {}).get("input_folder", "blur")
+    gopro_cfg = SourceConfig.for_dataset("gopro", section(params, "download.gopro")).sample_config()
+    sidd_cfg = SourceConfig.for_dataset("sidd", section(params, "download.sidd")).sample_config()
+    input_folder = ValidateConfig.for_dataset("gopro", params.get("validate", {}).get("gopro")).input_folder
     chosen = dict(list(found.items())[:1]) if args.smoke else found
     indices = {name: list(UNSEEN_PHOTOS).index(name) for name in chosen}
 
-    settings_of = {task: EvaluateSettings.from_params(params, task) for task in args.tasks}
+    settings_of = {task: EvaluateSettings.for_task(params, task) for task in args.tasks}
     first = settings_of[args.tasks[0]]
     device = resolve_device(args.device or first.device)
     results = {"benchmark": "generalisation", "seed": args.seed, "smoke": args.smoke,
@@ -433,7 +398,7 @@ def main(argv: list[str] | None = None, console: Console | None = None) -> dict:
 
     for task in args.tasks:
         settings = settings_of[task]
-        baselines = tuple(name for name in settings.baselines if name != "identity")  # identity is the input
+        baselines = settings.task_baselines
         with console.status(f"{task}: degrading {len(chosen)} photo(s)"):
             if task == "deblur":
                 pairs = [pair for name, path in chosen.items()

@@ -1,11 +1,12 @@
 """The GPU minutes, prepared: one command measures every GPU path, each against a reference from the same run.
 
-    python benchmarks/gpu_suite.py --out OUT            # one H100/H200: estimated 6 minutes (not yet run there)
+    python benchmarks/gpu_suite.py --out OUT            # one H100/H200 (benchmarks/README.md: the device call)
     python benchmarks/gpu_suite.py --smoke --out DIR    # every section at toy sizes on the CPU (a test runs it)
 
 It imports only what the GPU machine has (torch, torchvision, lightning, numpy, scikit-image, rich): the
-imrestore modules it uses need no dvc, dvclive, pandera, Great Expectations or ruamel. Each section is timed
-with CUDA synchronisation after a warm-up and reported as a ratio against a reference measured in this run:
+imrestore modules it uses, common.py and the benchmarks it borrows from (dcn_speed, metric_speed) need no dvc,
+dvclive, pandera, Great Expectations, ruamel or psutil. Each section is timed by `common.timed` (CUDA
+synchronisation around the clock) after a warm-up, as a ratio against a reference measured in this run:
 
 - dcn:        DeformableConv2d fwd+bwd, grid_sample vs torchvision, fp32 and bf16 autocast, at the paper's
               shapes; the fastest backend per dtype is what `FASTEST_BACKEND["cuda"]` should hold.
@@ -27,18 +28,13 @@ import argparse
 import contextlib
 import itertools
 import json
-import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE), str(HERE.parent / "src")]
-
-from common import machine_facts  # noqa: E402
+from common import machine_facts, repeat, synchronizer  # puts src/ on sys.path
 
 
 class Suite:
@@ -47,22 +43,21 @@ class Suite:
     def __init__(self, smoke: bool, device: torch.device) -> None:
         self.smoke, self.device = smoke, device
         self.cuda = device.type == "cuda"
+        self.sync = synchronizer(device)
 
-    def sync(self) -> None:
-        if self.cuda:
-            torch.cuda.synchronize(self.device)
+    def median_s(self, run, repeats: int) -> float:
+        """The median seconds of `repeats` calls of `run`, after one warm-up call."""
+        return repeat(run, repeats, self.sync, warmup=1).median
 
-    def timed(self, run, repeats: int) -> list[float]:
-        """Seconds of each of `repeats` calls of `run`, after one warm-up call."""
-        run()
-        seconds = []
-        for _ in range(repeats):
-            self.sync()
-            start = time.perf_counter()
-            run()
-            self.sync()
-            seconds.append(time.perf_counter() - start)
-        return seconds
+    def train_step(self, net, optimizer, degraded: torch.Tensor, clean: torch.Tensor) -> None:
+        """One AdamW step on the PSNR loss in bf16 autocast: the step both the timing and the curve take."""
+        from imrestore.training import restoration_loss
+
+        optimizer.zero_grad(set_to_none=True)
+        with self.autocast("bf16"):
+            loss = restoration_loss("psnr", net(degraded), clean)
+        loss.backward()
+        optimizer.step()
 
     def autocast(self, dtype: str):
         if dtype == "fp32":
@@ -83,7 +78,7 @@ def matmul_rate(suite: Suite) -> dict:
     n = 256 if suite.smoke else 8192
     a = torch.randn(n, n, device=suite.device, dtype=torch.bfloat16)
     b = torch.randn(n, n, device=suite.device, dtype=torch.bfloat16)
-    seconds = statistics.median(suite.timed(lambda: a @ b, 3 if suite.smoke else 10))
+    seconds = suite.median_s(lambda: a @ b, 3 if suite.smoke else 10)
     return {"n": n, "seconds": seconds, "flops_per_s": 2 * n**3 / seconds}
 
 
@@ -115,22 +110,12 @@ def _paper_net(suite: Suite, channels_last: bool):
 
 
 def _train_step_fn(suite: Suite, net, batch: int, crop: int, channels_last: bool):
-    from imrestore.training import restoration_loss
-
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4)
     degraded = torch.rand(batch, 3, crop, crop, device=suite.device)
     clean = torch.rand(batch, 3, crop, crop, device=suite.device)
     if channels_last:
         degraded, clean = (t.contiguous(memory_format=torch.channels_last) for t in (degraded, clean))
-
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        with suite.autocast("bf16"):
-            loss = restoration_loss("psnr", net(degraded), clean)
-        loss.backward()
-        optimizer.step()
-
-    return step
+    return lambda: suite.train_step(net, optimizer, degraded, clean)
 
 
 def _step_flops(suite: Suite, batch: int, crop: int) -> int:
@@ -176,7 +161,7 @@ def section_train_step(suite: Suite, peak: dict) -> dict:
                 step = _train_step_fn(suite, net, batch, crop, variant == "channels_last")
                 step()  # compiles, for the compiled variant
                 compile_s = time.perf_counter() - started if variant == "compiled" else 0.0
-                seconds = statistics.median(suite.timed(step, repeats))
+                seconds = suite.median_s(step, repeats)
                 rows.append({"crop": crop, "batch": batch, "variant": variant, "step_s": seconds,
                              "crops_per_s": batch / seconds, "flops_per_step": flops,
                              "mfu": flops / seconds / peak["flops_per_s"], "peak_memory_bytes": suite.peak_memory(),
@@ -201,7 +186,7 @@ def section_inference(suite: Suite) -> dict:
         config = InferenceConfig(tile=tile, overlap=32 if tile and not suite.smoke else (8 if tile else 32),
                                  tile_batch=8, precision=dtype)
         with torch.no_grad():
-            seconds = statistics.median(suite.timed(lambda: restore_images(net, frames, config), 2 if suite.smoke else 5))
+            seconds = suite.median_s(lambda: restore_images(net, frames, config), 2 if suite.smoke else 5)
         rows.append({"precision": dtype, "tile": tile, "batch": batch, "frames_per_s": batch / seconds})
     reference = rows[0]["frames_per_s"]
     for row in rows:
@@ -220,8 +205,8 @@ def section_metrics(suite: Suite) -> dict:
     preds = np.clip(targets.astype(np.int16) + rng.integers(-12, 13, targets.shape), 0, 255).astype(np.uint8)
     as_tensor = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).contiguous().to(suite.device)  # noqa: E731
     pred_t, target_t = as_tensor(preds), as_tensor(targets)
-    ours_s = statistics.median(suite.timed(lambda: image_metrics(pred_t, target_t), 3))
-    reference_s = statistics.median(suite.timed(lambda: (skimage_psnr(targets, preds), skimage_ssim(targets, preds)), 1))
+    ours_s = suite.median_s(lambda: image_metrics(pred_t, target_t), 3)
+    reference_s = suite.median_s(lambda: (skimage_psnr(targets, preds), skimage_ssim(targets, preds)), 1)
     ours = image_metrics(pred_t, target_t)
     return {"images": count, "height": height, "width": width, "ours_s": ours_s, "skimage_cpu_s": reference_s,
             "speedup": reference_s / ours_s,
@@ -245,7 +230,7 @@ def section_loader(suite: Suite, train_rows: list[dict]) -> dict:
             def draw() -> None:
                 loader.batch(0, next(indices))
 
-            seconds = statistics.median(suite.timed(draw, 5 if suite.smoke else 30))
+            seconds = suite.median_s(draw, 5 if suite.smoke else 30)
             step = [r["step_s"] for r in train_rows if r["crop"] == crop and r["batch"] == batch and r["variant"] == "eager"]
             rows.append({"crop": crop, "batch": batch, "crops_per_s": batch / seconds,
                          "share_of_eager_step": seconds / step[0] if step else None})
@@ -256,7 +241,7 @@ def section_curve(suite: Suite, seconds: float) -> dict:
     from skimage import data as photos
 
     from imrestore.acquire import degradations as deg
-    from imrestore.training import OptimConfig, learning_rate_factor, restoration_loss
+    from imrestore.training import OptimConfig, learning_rate_factor
 
     seconds_total, every = (3.0, 1.0) if suite.smoke else (seconds, 30.0)
     crop, batch = (32, 2) if suite.smoke else (128, 32)
@@ -296,11 +281,7 @@ def section_curve(suite: Suite, seconds: float) -> dict:
         noisy, clean = pool[step % len(pool)]
         for group in optimizer.param_groups:
             group["lr"] = optim.lr * learning_rate_factor(step, optim)
-        optimizer.zero_grad(set_to_none=True)
-        with suite.autocast("bf16"):
-            loss = restoration_loss("psnr", net(noisy), clean)
-        loss.backward()
-        optimizer.step()
+        suite.train_step(net, optimizer, noisy, clean)
         step += 1
     return {"crop": crop, "batch": batch, "input_psnr": psnr(test_noisy, test_clean), "points": points}
 

@@ -34,9 +34,9 @@ and times the network's parts with forward hooks (head, down, each body layer su
 
 On a machine that other jobs share, compare with `--threads 1`: when another process holds one of two cores,
 every OpenMP barrier waits for the preempted thread, and the many small ops of tiled inference suffer most
-(a 256×256 tile forward took 3.6 s with 2 threads against 0.7-1.0 s with 1 thread in the same minute).
+(benchmarks/README.md has a measured example).
 
-    python benchmarks/inference_speed.py --json build/bench/inference.json                  # 4-10 min on 2 cores
+    python benchmarks/inference_speed.py --json build/bench/inference.json
     python benchmarks/inference_speed.py --repeats 1 --profile --json build/bench/inference.json
     python benchmarks/inference_speed.py --threads 1 --json build/bench/inference-1t.json   # shared machine
     python benchmarks/inference_speed.py --device cuda --json build/bench/inference-gpu.json  # GPU machine
@@ -50,7 +50,6 @@ import math
 import os
 import re
 import resource
-import statistics
 import subprocess
 import sys
 import time
@@ -59,12 +58,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import machine_facts, timed, write_json
 from rich.console import Console
-from rich.table import Table
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "src")]
+from common import (alternate, argument_parser, machine_facts, new_table, proc_status,  # first: puts src/ on sys.path
+                    repeat, synchronizer, timed, wide_console, write_json)
 
 from imrestore.evaluation.inference import (
     InferenceConfig,
@@ -132,21 +129,12 @@ def frames_for(frame: torch.Tensor, config: dict, device: torch.device) -> torch
 
 # --------------------------------------------------------------------------------------------- measuring
 
-def synchronizer(device: torch.device):
-    if device.type == "cuda":
-        return lambda: torch.cuda.synchronize(device)
-    return lambda: None
-
-
-
 def matmul_peak(device: torch.device, repeats: int = 5) -> dict:
     """GFLOP/s of one large dense matmul: what this machine's BLAS reaches, the ceiling for the network."""
     size, dtype = (8192, torch.bfloat16) if device.type == "cuda" else (2048, torch.float32)
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
-    sync = synchronizer(device)
-    timed(lambda: a @ b, sync)  # warm-up
-    seconds = statistics.median(timed(lambda: a @ b, sync) for _ in range(repeats))
+    seconds = repeat(lambda: a @ b, repeats, synchronizer(device), warmup=1).median
     return {"what": f"{dtype} matmul {size}³", "seconds": seconds, "gflops": 2 * size**3 / seconds / 1e9}
 
 
@@ -162,17 +150,6 @@ def counted_run(net, images, config: InferenceConfig) -> tuple[torch.Tensor, int
         if module.count(".") == 1:  # "RestorationNet.head", "RestorationNet.body", ...
             by_stage[module.split(".", 1)[1]] = int(sum(ops.values()))
     return output, int(counter.get_total_flops()), by_stage
-
-
-def proc_status(key: str) -> int:
-    """A byte figure (VmRSS, VmHWM) of this process from Linux's /proc; 0 where there is none."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
 
 
 def reset_peak_rss() -> None:
@@ -197,12 +174,12 @@ def run_one(spec: dict) -> dict:
         torch.cuda.reset_peak_memory_stats(device)
         cuda_baseline = torch.cuda.memory_allocated(device)
     reset_peak_rss()
-    baseline = proc_status("VmRSS")
+    baseline = proc_status().get("VmRSS", 0)
     restore_images(net, images, inference_config(config, spec["precision"]))
     # VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork and exec, so a child of this (large) benchmark
     # would report the parent's RSS. VmHWM belongs to the new address space exec made; ru_maxrss stands in
     # where there is no /proc.
-    peak = proc_status("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = proc_status().get("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     result = {"rss_after_model_bytes": baseline, "peak_rss_bytes": peak, "peak_rss_delta_bytes": peak - baseline}
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -285,13 +262,12 @@ def time_parts(net, images, config: InferenceConfig, device: torch.device, conso
 
         handles += [module.register_forward_pre_hook(before), module.register_forward_hook(after)]
     try:
-        total = timed(lambda: restore_images(net, images, config), sync)
+        total = timed(lambda: restore_images(net, images, config), sync).wall
     finally:
         for handle in handles:
             handle.remove()
-    table = Table(title=f"one untiled 720p forward by part: {total:.2f} s (forward hooks, inclusive times)")
-    for column in ("part", "seconds", "share"):
-        table.add_column(column, justify="right")
+    table = new_table(f"one untiled 720p forward by part: {total:.2f} s (forward hooks, inclusive times)",
+                      ("part", "seconds", "share"))
     for group, s in sorted(seconds.items(), key=lambda item: -item[1]):
         table.add_row(group, f"{s:.3f}", f"{s / total:.0%}")
     rest = total - sum(seconds.values())
@@ -327,13 +303,9 @@ def measure(args, console: Console) -> dict:
         outputs[c["name"]], flops[c["name"]], flops_by_stage[c["name"]] = counted_run(
             net, inputs[c["name"]], settings[c["name"]])
         sync()
-    seconds: dict[str, list[float]] = {c["name"]: [] for c in configs}
-    for repeat in range(args.repeats):
-        console.print(f"repeat {repeat + 1}/{args.repeats} ...")
-        # Alternate the order, so no configuration always runs right after the same other one.
-        for c in configs if repeat % 2 == 0 else configs[::-1]:
-            seconds[c["name"]].append(timed(lambda c=c: restore_images(net, inputs[c["name"]], settings[c["name"]]),
-                                            sync))
+    samples = alternate({c["name"]: lambda c=c: restore_images(net, inputs[c["name"]], settings[c["name"]])
+                         for c in configs}, args.repeats, sync, console=console)
+    seconds = {name: s.wall for name, s in samples.items()}
 
     memory = {}
     if not args.no_memory:
@@ -342,10 +314,10 @@ def measure(args, console: Console) -> dict:
             memory[c["name"]] = memory_in_child(spec, c, console)
 
     reference = outputs["untiled"][0]
-    untiled_s = statistics.median(seconds["untiled"])
+    untiled_s = samples["untiled"].median
     rows = []
     for c in configs:
-        median = statistics.median(seconds[c["name"]])
+        median = samples[c["name"]].median
         first = outputs[c["name"]][0]
         rows.append(c | {
             "seconds": seconds[c["name"]],
@@ -372,16 +344,12 @@ def report(args, measured: dict, console: Console) -> None:
     spec = measured["spec"]
     model = ("weights " + spec["weights"]) if spec["weights"] else f"{spec['blocks']} blocks, DCN k{spec['dcn_kernel']}"
     goal = f"≥ {GOAL_GPU_FPS:g} frames/s (H100)" if cuda else f"≤ {GOAL_CPU_SECONDS:g} s/frame (2 cores)"
-    table = Table(title=f"720p inference on {device}, {torch.get_num_threads()} threads, {model} "
-                        f"({measured['params']:,} params), median of {args.repeats}; dense-matmul peak "
-                        f"{peak['gflops']:.0f} GFLOP/s")
-    columns = ["configuration", "s/frame", "frames/s", "× untiled", f"goal {goal}", "GFLOP/frame*",
-               "GFLOP/s (% of peak)", "peak RSS Δ"]
-    if cuda:
-        columns.append("peak CUDA Δ")
-    columns += ["max |Δ| vs untiled", "PSNR vs untiled"]
-    for column in columns:
-        table.add_column(column, justify="right")
+    table = new_table(f"720p inference on {device}, {torch.get_num_threads()} threads, {model} "
+                      f"({measured['params']:,} params), median of {args.repeats}; dense-matmul peak "
+                      f"{peak['gflops']:.0f} GFLOP/s",
+                      ("configuration", "s/frame", "frames/s", "× untiled", f"goal {goal}", "GFLOP/frame*",
+                       "GFLOP/s (% of peak)", "peak RSS Δ", *(("peak CUDA Δ",) if cuda else ()),
+                       "max |Δ| vs untiled", "PSNR vs untiled"))
     for row in rows:
         met = row["frames_per_s"] >= GOAL_GPU_FPS if cuda else row["seconds_per_frame"] <= GOAL_CPU_SECONDS
         memory = row["memory"] or {}
@@ -410,7 +378,7 @@ def report(args, measured: dict, console: Console) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
     parser.add_argument("--blocks", type=int, default=ModelConfig.blocks, help="residual blocks (default 9)")
     parser.add_argument("--dcn-kernel", type=int, default=ModelConfig.dcn_kernel, help="3 or 4 (default 3)")
@@ -430,7 +398,6 @@ def main() -> None:
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs in fresh interpreters")
     parser.add_argument("--profile", action="store_true",
                         help="also profile one untiled forward (torch.profiler top 12, time by network part)")
-    parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # child mode: one configuration's memory
     args = parser.parse_args()
 
@@ -440,7 +407,7 @@ def main() -> None:
     threads = args.threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
     torch.set_num_threads(threads)
 
-    console = Console(width=None if sys.stdout.isatty() else 180)  # logs keep the wide tables legible
+    console = wide_console(180)
     measured = measure(args, console)
     report(args, measured, console)
     device = measured["device"]

@@ -17,10 +17,9 @@ The device-resident executor (the whole train cache on the device, crops gathere
 that checks the code path and gives a number labelled as such, not a training setup. On a GPU machine,
 `--device cuda` measures the GPU-resident path at 128^2 and 256^2 for batch 8-64.
 
-Data: --pairs (default 100) pairs of 1280x720 PNGs, written to a temp dir (or --data DIR, kept and reused):
-mirrored tilings of scikit-image's bundled photos, warped (rotation, scale, shift) to fill a frame; the
-target gets a touch of sensor noise, the input more (a denoising pair). The patch cache is built from them
-with `imrestore.data.patches.build_patch_cache` (--patch sized patches, the train subset only).
+Data: --pairs (default 100) 1280x720 denoising pairs of PNGs from `synthetic.noisy_pairs`, written to a temp
+dir (or --data DIR, kept and reused). The patch cache is built from them with
+`imrestore.data.patches.build_patch_cache` (--patch sized patches, the train subset only).
 
     python benchmarks/loader_throughput.py --data /tmp/loader-bench --json build/bench/loader.json
     python benchmarks/loader_throughput.py --data /tmp/loader-bench --device cuda --json build/bench/loader-gpu.json
@@ -28,18 +27,13 @@ with `imrestore.data.patches.build_patch_cache` (--patch sized patches, the trai
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import gc
-import importlib.resources
 import os
-import platform
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -47,16 +41,13 @@ import pandas as pd
 import psutil
 import torch
 from PIL import Image
-from rich.console import Console
-from rich.table import Table
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
-from common import write_json
+from common import (argument_parser, machine_facts, new_table, no_sync, note_load,  # first: puts src/ on sys.path
+                    synchronizer, timed, wide_console, write_json)
+from synthetic import HEIGHT, WIDTH, noisy_pairs
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
-
-from imrestore.data.datamodule import (  # noqa: E402
+from imrestore.data.datamodule import (
     DeviceResidentBatches,
     PlanSampler,
     RestorationDataModule,
@@ -64,81 +55,24 @@ from imrestore.data.datamodule import (  # noqa: E402
     dihedral,
     upload,
 )
-from imrestore.data.manifest import default_workers  # noqa: E402
-from imrestore.data.patches import PatchCache, build_patch_cache  # noqa: E402
+from imrestore.data.manifest import default_workers
+from imrestore.data.patches import PatchCache, build_patch_cache
 
-WIDTH, HEIGHT = 1280, 720
 GOAL = 20.0
-PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "hubble_deep_field.jpg", "ihc.png",
-          "motorcycle_left.png", "retina.jpg")
 ENDLESS = 10**7  # batches per "epoch" of the measured loaders: they never run out during a benchmark
 
 
 # --------------------------------------------------------------------------------------------- data
 
 
-def _photo(name: str) -> np.ndarray:
-    with importlib.resources.as_file(importlib.resources.files("skimage.data") / name) as path:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
-
-
-def _frame(index: int) -> np.ndarray:
-    """A natural-looking 1280x720 RGB frame: a mirrored 3x3 tiling of a photo, rotated, scaled and shifted."""
-    rng = np.random.default_rng(index)
-    photo = _photo(PHOTOS[index % len(PHOTOS)])
-    h, w = photo.shape[:2]
-    tiled = np.pad(photo, ((h, h), (w, w), (0, 0)), mode="symmetric")
-    # An affine map from output pixels to tiled-photo pixels, centred on the middle tile.
-    angle = rng.uniform(-0.3, 0.3)
-    scale = rng.uniform(0.6, 1.4) * max(h, w) * 1.5 / WIDTH  # tiled pixels per output pixel
-    cx, cy = 1.5 * w + rng.uniform(-0.2, 0.2) * w, 1.5 * h + rng.uniform(-0.2, 0.2) * h
-    cos, sin = scale * np.cos(angle), scale * np.sin(angle)
-    a, b, d, e = cos, -sin, sin, cos
-    c = cx - a * WIDTH / 2 - b * HEIGHT / 2
-    f = cy - d * WIDTH / 2 - e * HEIGHT / 2
-    warped = Image.fromarray(tiled).transform((WIDTH, HEIGHT), Image.Transform.AFFINE, (a, b, c, d, e, f),
-                                              resample=Image.Resampling.BICUBIC)
-    return np.asarray(warped, dtype=np.float32)
-
-
-def _noisy(image: np.ndarray, rng: np.random.Generator, sigma: float) -> np.ndarray:
-    return np.clip(image + rng.normal(0, sigma, image.shape).astype(np.float32), 0, 255).astype(np.uint8)
-
-
-def _write_pair(job: tuple[Path, int]) -> tuple[str, str]:
-    folder, index = job
-    clean = _frame(index)
-    rng = np.random.default_rng(10_000 + index)
-    paths = folder / f"{index:04d}_input.png", folder / f"{index:04d}_target.png"
-    Image.fromarray(_noisy(clean, rng, rng.uniform(5, 15))).save(paths[0])
-    Image.fromarray(_noisy(clean, rng, 1.0)).save(paths[1])
-    return str(paths[0]), str(paths[1])
-
-
-def ensure_pairs(root: Path, count: int, workers: int, console: Console) -> list[tuple[str, str]]:
-    """`count` (input, target) PNG paths under root/pairs, written if missing."""
-    folder = root / "pairs"
-    wanted = [(str(folder / f"{i:04d}_input.png"), str(folder / f"{i:04d}_target.png")) for i in range(count)]
-    missing = [i for i, pair in enumerate(wanted) if not all(Path(p).exists() for p in pair)]
-    if missing:
-        folder.mkdir(parents=True, exist_ok=True)
-        console.print(f"writing {len(missing)} pairs of {WIDTH}x{HEIGHT} PNGs to {folder} ...")
-        start = time.perf_counter()
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            list(pool.map(_write_pair, [(folder, i) for i in missing]))
-        console.print(f"  {time.perf_counter() - start:.0f} s")
-    return wanted
-
-
-def ensure_cache(root: Path, pairs: list[tuple[str, str]], patch: int, workers: int, console: Console) -> Path:
+def ensure_cache(root: Path, pairs: list[tuple[Path, Path]], patch: int, workers: int, console) -> Path:
     """The train patch cache of `pairs` at root/cache-<patch>-<pairs>, built if missing."""
     cache = root / f"cache-{patch}-{len(pairs)}"
     if not (cache / "cache.json").exists():
         split = pd.DataFrame({
-            "pair_id": [Path(inp).stem.removesuffix("_input") for inp, _ in pairs],
-            "input_path": [inp for inp, _ in pairs],
-            "target_path": [tgt for _, tgt in pairs],
+            "pair_id": [inp.stem.removesuffix("_input") for inp, _ in pairs],
+            "input_path": [str(inp) for inp, _ in pairs],
+            "target_path": [str(tgt) for _, tgt in pairs],
             "input_width": WIDTH,
             "input_height": HEIGHT,
             "subset": "train",
@@ -154,7 +88,7 @@ def ensure_cache(root: Path, pairs: list[tuple[str, str]], patch: int, workers: 
 class PngCropPairs(Dataset):
     """BasicSR's disk backend, per sample: decode a PNG pair, aligned random crop, random flip/rotation."""
 
-    def __init__(self, pairs: list[tuple[str, str]], crop: int) -> None:
+    def __init__(self, pairs: list[tuple[Path, Path]], crop: int) -> None:
         self.pairs, self.crop = pairs, crop
 
     def __len__(self) -> int:
@@ -175,7 +109,7 @@ class PngCropPairs(Dataset):
             for image in images)
 
 
-def reference_loader(pairs: list[tuple[str, str]], crop: int, batch: int, workers: int) -> DataLoader:
+def reference_loader(pairs: list[tuple[Path, Path]], crop: int, batch: int, workers: int) -> DataLoader:
     dataset = PngCropPairs(pairs, crop)
     sampler = RandomSampler(dataset, replacement=True, num_samples=ENDLESS)
     return DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=workers,
@@ -192,30 +126,21 @@ def ours_loader(cache: Path, crop: int, batch: int, workers: int) -> DataLoader:
 # --------------------------------------------------------------------------------------------- timing
 
 
-def cpu_seconds() -> float:
-    """CPU time (user + system) used so far by this process and its children, the DataLoader workers."""
-    total = 0.0
-    for process in [psutil.Process(), *psutil.Process().children(recursive=True)]:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            times = process.cpu_times()
-            total += times.user + times.system
-    return total
-
-
-def window(batches: Iterator, batch: int, seconds: float, skip: int, sync=lambda: None) -> tuple[float, float]:
-    """(crops/s, CPU ms per crop) over at least `seconds` of a stream of batches, after discarding the first
-    `skip` (worker start-up and filling the prefetch queue)."""
+def window(batches: Iterator, batch: int, seconds: float, skip: int, sync=no_sync) -> tuple[float, float]:
+    """(crops/s, CPU ms per crop of this process and its DataLoader workers) over at least `seconds` (and 3
+    batches) of a stream of batches, after discarding the first `skip` (worker start-up, the prefetch queue)."""
     for _ in range(skip):
         next(batches)
-    sync()
-    count, start, cpu = 0, time.perf_counter(), cpu_seconds()
-    while True:
-        next(batches)
-        count += 1
-        if count >= 3 and time.perf_counter() - start >= seconds:
-            break
-    sync()
-    wall, cpu = time.perf_counter() - start, cpu_seconds() - cpu
+    count = 0
+
+    def drain() -> None:
+        nonlocal count
+        deadline = time.perf_counter() + seconds
+        while count < 3 or time.perf_counter() < deadline:
+            next(batches)
+            count += 1
+
+    wall, cpu = timed(drain, sync, live_children=True)
     return count * batch / wall, 1e3 * cpu / (count * batch)
 
 
@@ -235,8 +160,7 @@ def fresh_window(make_loader: Callable[[], DataLoader], batch: int, seconds: flo
     return result
 
 
-def compare(pairs: list[tuple[str, str]], cache: Path, crop: int, args: argparse.Namespace,
-            console: Console) -> dict:
+def compare(pairs: list[tuple[Path, Path]], cache: Path, crop: int, args, console) -> dict:
     """Ours against the reference at one crop size: alternating windows, best and median crops/s."""
     makers = {"reference": lambda: reference_loader(pairs, crop, args.batch, args.workers),
               "ours": lambda: ours_loader(cache, crop, args.batch, args.workers)}
@@ -274,12 +198,12 @@ def compare(pairs: list[tuple[str, str]], cache: Path, crop: int, args: argparse
 
 
 def device_sweep(cache: Path, device: torch.device, crops: list[int], batches: list[int], seconds: float,
-                 repeats: int, console: Console) -> list[dict]:
+                 repeats: int, console) -> list[dict]:
     """Crops/s of the device-resident executor: the cache uploaded once, every (crop, batch) measured."""
     train = PatchCache(cache, "train")
     start = time.perf_counter()
     inputs, targets = upload(train.inputs, device), upload(train.targets, device)
-    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    sync = synchronizer(device)
     sync()
     gib = (train.inputs.nbytes + train.targets.nbytes) / 2**30
     console.print(f"uploaded the train cache to {device} ({gib:.2f} GiB) in {time.perf_counter() - start:.1f} s")
@@ -300,7 +224,7 @@ def device_sweep(cache: Path, device: torch.device, crops: list[int], batches: l
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--pairs", type=int, default=100, help="PNG pairs of 1280x720 (default 100)")
     parser.add_argument("--patch", type=int, default=320, help="patch size of the cache (default 320)")
     parser.add_argument("--crops", default="128,256", help="crop sizes (default 128,256)")
@@ -313,10 +237,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads of this process, for the device-resident executor on the CPU (default 1)")
     parser.add_argument("--data", type=Path, default=None, help="folder for the PNGs and the cache; kept and reused")
-    parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
     args = parser.parse_args()
 
-    console = Console() if sys.stdout.isatty() else Console(width=150)  # rich assumes 80 columns in a pipe
+    console = wide_console(150)
     crops = [int(c) for c in args.crops.split(",")]
     device_batches = [int(b) for b in args.device_batches.split(",")]
     device = torch.device(args.device)
@@ -327,7 +250,7 @@ def main() -> None:
 
     with contextlib.ExitStack() as stack:
         root = args.data or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="imrestore-loader-")))
-        pairs = ensure_pairs(root, args.pairs, cores, console)
+        pairs = noisy_pairs(root, args.pairs, cores, console)
         cache = ensure_cache(root, pairs, args.patch, cores, console)
         patches = len(PatchCache(cache, "train"))
         load_before = os.getloadavg()[0]
@@ -346,9 +269,7 @@ def main() -> None:
         "train_patches": patches,
         "repeats": args.repeats,
         "window_s": args.seconds,
-        "machine": {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
-                    "platform": platform.platform(),
-                    "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None},
+        "machine": machine_facts(device),
         "load_average": [load_before, load_after],
         "goal_ratio": GOAL,
         "comparison": comparison,
@@ -356,12 +277,10 @@ def main() -> None:
                             else None, "runs": sweep},
     }
 
-    table = Table(title=f"training crops/s, batch {args.batch}, {args.workers} DataLoader workers each, {cores} cores "
-                        f"({args.pairs} PNG pairs {WIDTH}x{HEIGHT}; cache of {patches} patches {args.patch}^2)")
-    columns = ("crop", "loader", "best crops/s", "median crops/s", "vs reference (best)", "goal", "CPU ms/crop",
-               "vs reference (CPU)")
-    for column in columns:
-        table.add_column(column, justify="left" if column == "loader" else "right")
+    table = new_table(f"training crops/s, batch {args.batch}, {args.workers} DataLoader workers each, {cores} cores "
+                      f"({args.pairs} PNG pairs {WIDTH}x{HEIGHT}; cache of {patches} patches {args.patch}^2)",
+                      ("crop", "loader", "best crops/s", "median crops/s", "vs reference (best)", "goal", "CPU ms/crop",
+                       "vs reference (CPU)"), left=("loader",))
     for row in comparison:
         crop = f"{row['crop']}^2"
         table.add_row(crop, "reference: PIL-decode PNG pair + random crop, per sample",
@@ -375,16 +294,13 @@ def main() -> None:
 
     where = (f"on the CPU, in-process, {torch.get_num_threads()} torch thread(s): a check of the code path, not a "
              "training setup" if device.type == "cpu" else f"on {results['machine']['gpu']}")
-    device_table = Table(title=f"device-resident path (cache uploaded once, crops gathered on the device) {where}")
-    for column in ("crop", "batch", "best crops/s", "median crops/s"):
-        device_table.add_column(column, justify="right")
+    device_table = new_table(f"device-resident path (cache uploaded once, crops gathered on the device) {where}",
+                             ("crop", "batch", "best crops/s", "median crops/s"))
     for row in sweep:
         device_table.add_row(f"{row['crop']}^2", str(row["batch"]), f"{row['best_crops_per_s']:,.0f}",
                              f"{row['median_crops_per_s']:,.0f}")
     console.print(device_table)
-    if max(results["load_average"]) > 0.5:
-        console.print(f"[yellow]note: 1-minute load average {load_before:.1f} before, {load_after:.1f} after: other "
-                      f"processes shared the {cores} cores[/yellow]")
+    note_load(console, results["load_average"], cores)
     write_json(results, args.json, console)
 
 

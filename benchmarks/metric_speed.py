@@ -23,27 +23,20 @@ unaffected by other load; on an idle machine the wall-clock ratio is what a user
 
 from __future__ import annotations
 
-import argparse
 import statistics
-import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import torch
 from rich.console import Console
-from rich.table import Table
 from scipy import ndimage
 from skimage import data
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from skimage.transform import resize
 
-from common import machine_facts, write_json
+from common import (alternate, argument_parser, machine_facts, new_table, repeat,  # first: puts src/ on sys.path
+                    synchronizer, write_json)
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "src")]
-
-from imrestore.evaluation.metrics import image_metrics, psnr, ssim  # noqa: E402
+from imrestore.evaluation.metrics import image_metrics, psnr, ssim
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "retina")
 HEIGHT, WIDTH = 720, 1280
@@ -77,33 +70,16 @@ def skimage_psnr(targets: np.ndarray, preds: np.ndarray) -> list[float]:
     return [peak_signal_noise_ratio(t, p, data_range=255) for t, p in zip(targets, preds)]
 
 
-def timed(run, sync) -> tuple[float, float]:
-    """(wall seconds, CPU seconds of this process, all threads) of one run."""
-    sync()
-    start, start_cpu = time.perf_counter(), time.process_time()
-    run()
-    sync()
-    return time.perf_counter() - start, time.process_time() - start_cpu
-
-
 def measure(metric: str, reference, ours, sync, repeats: int) -> dict:
     reference_values = np.asarray(reference())  # warm-up, and the numerics check
     our_values = ours().cpu().numpy()
-    seconds: dict[str, list[float]] = {"skimage": [], "ours": []}
-    cpu_seconds: dict[str, list[float]] = {"skimage": [], "ours": []}
-    runs = {"skimage": reference, "ours": ours}
-    for repeat in range(repeats):
-        # Alternate which goes first, so neither always runs on a cache the other just warmed.
-        for name in ("skimage", "ours") if repeat % 2 == 0 else ("ours", "skimage"):
-            wall, cpu = timed(runs[name], sync)
-            seconds[name].append(wall)
-            cpu_seconds[name].append(cpu)
-    medians = {name: statistics.median(s) for name, s in seconds.items()}
-    cpu_medians = {name: statistics.median(s) for name, s in cpu_seconds.items()}
+    samples = alternate({"skimage": reference, "ours": ours}, repeats, sync)
+    medians = {name: s.median for name, s in samples.items()}
+    cpu_medians = {name: statistics.median(s.cpu) for name, s in samples.items()}
     return {
         "metric": metric,
-        "seconds": seconds,
-        "cpu_seconds": cpu_seconds,
+        "seconds": {name: s.wall for name, s in samples.items()},
+        "cpu_seconds": {name: s.cpu for name, s in samples.items()},
         "median_s": medians,
         "median_cpu_s": cpu_medians,
         "speedup": medians["skimage"] / medians["ours"],
@@ -114,20 +90,19 @@ def measure(metric: str, reference, ours, sync, repeats: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--device", default="cpu", help="cpu or cuda, for imrestore.evaluation.metrics (default cpu)")
     parser.add_argument("--images", type=int, default=4, help="1280×720 pairs per batch (default 4)")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs of each side, alternating (default 5)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's choice, one per core); skimage uses one")
-    parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
     console = Console()
     device = torch.device(args.device)
-    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    sync = synchronizer(device)
     console.print(f"building {args.images} pairs of {WIDTH}×{HEIGHT} ...")
     targets, preds = make_pairs(args.images)
     # A model's output batch is contiguous N×3×H×W on the device; measure that layout.
@@ -140,17 +115,13 @@ def main() -> None:
         measure("PSNR", lambda: skimage_psnr(targets, preds), lambda: psnr(pred_batch, target_batch), sync,
                 args.repeats),
     ]
-    image_metrics(pred_batch, target_batch)
-    all_five = statistics.median(
-        timed(lambda: image_metrics(pred_batch, target_batch), sync)[0] for _ in range(max(1, args.repeats // 2))
-    )
+    all_five = repeat(lambda: image_metrics(pred_batch, target_batch), max(1, args.repeats // 2), sync, warmup=1).median
 
     goal = 10.0
-    table = Table(title=f"{args.images} pairs of {WIDTH}×{HEIGHT} RGB, seconds per batch (median of {args.repeats}): "
-                        f"imrestore.evaluation.metrics on {device}, {torch.get_num_threads()} threads, vs skimage")
-    for column in ("metric", "skimage s", "ours s", "ratio", f"≥ {goal:g}×", "skimage cpu", "ours cpu", "cpu ratio",
-                   "max |Δ|"):
-        table.add_column(column, justify="right")
+    table = new_table(f"{args.images} pairs of {WIDTH}×{HEIGHT} RGB, seconds per batch (median of {args.repeats}): "
+                      f"imrestore.evaluation.metrics on {device}, {torch.get_num_threads()} threads, vs skimage",
+                      ("metric", "skimage s", "ours s", "ratio", f"≥ {goal:g}×", "skimage cpu", "ours cpu",
+                       "cpu ratio", "max |Δ|"))
     for row in rows:
         table.add_row(
             row["metric"],

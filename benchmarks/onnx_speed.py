@@ -8,7 +8,7 @@ Weights are the trained ones in models/<task> when they exist there for that arc
 (the time does not depend on the values). The table shows the median seconds per frame, the ratio
 PyTorch / onnxruntime (> 1: onnxruntime is faster) and the largest absolute difference of the two outputs.
 
-    python benchmarks/onnx_speed.py --json build/bench/onnx.json      # ~5 min on 2 cores, most of it export
+    python benchmarks/onnx_speed.py --json build/bench/onnx.json      # most of the time is the export
     python benchmarks/onnx_speed.py --smoke                           # tiny networks on a 64² frame
 
 Writes <out>/onnx_speed.json:
@@ -22,25 +22,19 @@ Writes <out>/onnx_speed.json:
 from __future__ import annotations
 
 import argparse
-import statistics
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from rich.console import Console
-from rich.table import Table
 
-from common import machine_facts, output_dir, timed, write_json
+from common import (REPO, add_run_arguments, alternate, machine_facts, new_table,  # first: puts src/ on sys.path
+                    output_dir, timed, write_json)
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "src")]
-
-from imrestore.app.export import export_onnx  # noqa: E402
-from imrestore.models.network import ModelConfig, build_network, describe_network  # noqa: E402
-from imrestore.models.weights import load_network  # noqa: E402
+from imrestore.app.export import export_onnx
+from imrestore.models.network import ModelConfig, build_network, describe_network
+from imrestore.models.weights import load_network
 
 ARCHS = ("paper", "nafnet")
 SMOKE_MODELS = {"paper": ModelConfig(blocks=1, features=8),
@@ -65,9 +59,7 @@ def measure(arch: str, frame: tuple[int, int], repeats: int, threads: int, smoke
 
     net, weights = network(arch, smoke)
     net = net.eval()
-    start = time.perf_counter()
-    export_onnx(net, workdir / f"{arch}.onnx")
-    export_seconds = time.perf_counter() - start
+    export_seconds = timed(lambda: export_onnx(net, workdir / f"{arch}.onnx")).wall
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
     session = onnxruntime.InferenceSession(str(workdir / f"{arch}.onnx"), options,
@@ -82,19 +74,11 @@ def measure(arch: str, frame: tuple[int, int], repeats: int, threads: int, smoke
     def run_onnxruntime():
         outputs["onnxruntime"] = session.run(None, {"image": image.numpy()})[0]
 
-    runs = {"torch": run_torch, "onnxruntime": run_onnxruntime}
-    nothing = lambda: None  # noqa: E731  (CPU: nothing to synchronise)
-    for run in runs.values():
-        timed(run, nothing)
-    seconds = {key: [] for key in runs}
-    for round_ in range(repeats):
-        for key in list(runs) if round_ % 2 == 0 else list(runs)[::-1]:
-            seconds[key].append(timed(runs[key], nothing))
-    medians = {key: statistics.median(values) for key, values in seconds.items()}
+    samples = alternate({"torch": run_torch, "onnxruntime": run_onnxruntime}, repeats, warmup=1)
+    ours, onnx = samples["torch"], samples["onnxruntime"]
     return {"weights": weights, "parameters": describe_network(net)["parameters"], "export_s": export_seconds,
-            "torch_s": seconds["torch"], "onnxruntime_s": seconds["onnxruntime"],
-            "median_torch_s": medians["torch"], "median_onnxruntime_s": medians["onnxruntime"],
-            "ratio_torch_over_onnxruntime": medians["torch"] / medians["onnxruntime"],
+            "torch_s": ours.wall, "onnxruntime_s": onnx.wall, "median_torch_s": ours.median,
+            "median_onnxruntime_s": onnx.median, "ratio_torch_over_onnxruntime": ours.median / onnx.median,
             "max_abs_difference": float(np.abs(outputs["onnxruntime"] - outputs["torch"].numpy()).max())}
 
 
@@ -103,8 +87,7 @@ def main() -> None:
     parser.add_argument("--archs", nargs="+", choices=ARCHS, default=list(ARCHS))
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds per runtime (default 3)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="threads for both runtimes")
-    parser.add_argument("--smoke", action="store_true", help="tiny networks on a 64² frame, 1 round")
-    parser.add_argument("--out", type=Path, default=None, help="folder for onnx_speed.json")
+    add_run_arguments(parser, "tiny networks on a 64² frame, 1 round", params=False, build=False)
     parser.add_argument("--json", type=Path, default=None, help="write the results to this file instead")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -112,10 +95,9 @@ def main() -> None:
     console = Console()
     with tempfile.TemporaryDirectory(prefix="imrestore-onnx-") as workdir:
         archs = {arch: measure(arch, frame, repeats, args.threads, args.smoke, Path(workdir)) for arch in args.archs}
-    table = Table(title=f"{frame[1]}×{frame[0]} frame, untiled, {args.threads} threads, median of {repeats}")
-    for column in ("network", "weights", "PyTorch s", "onnxruntime s", "PyTorch / onnxruntime", "max |diff|",
-                   "export s"):
-        table.add_column(column, justify="left" if column in ("network", "weights") else "right")
+    table = new_table(f"{frame[1]}×{frame[0]} frame, untiled, {args.threads} threads, median of {repeats}",
+                      ("network", "weights", "PyTorch s", "onnxruntime s", "PyTorch / onnxruntime", "max |diff|",
+                       "export s"), left=("network", "weights"))
     for arch, row in archs.items():
         table.add_row(arch, row["weights"], f"{row['median_torch_s']:.3f}", f"{row['median_onnxruntime_s']:.3f}",
                       f"{row['ratio_torch_over_onnxruntime']:.2f}", f"{row['max_abs_difference']:.1e}",

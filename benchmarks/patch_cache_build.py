@@ -17,10 +17,9 @@ The builder decodes every pair once, crops it into BasicSR-style patches and wri
    peak and the peak of their sum (which counts pages shared after fork once per process: an upper bound);
    the build process's own getrusage(RUSAGE_SELF / RUSAGE_CHILDREN).ru_maxrss is in the JSON.
 
-The dataset is a GoPro-like layout (GOPRO_Large/train/<SEQ>/{blur,sharp}/NNNNNN.png, 1280x720) written into a
-temp dir, or into --data DIR and kept for later runs: sequences pan across a mildly warped, relit photo from
-scikit-image's bundled files (importlib.resources, no network); `sharp` is a crop with sensor-like noise, `blur`
-the average of 7 crops along a short camera shake. It holds scale x N pairs; the small run uses the first N.
+The dataset is the GoPro layout of `synthetic.gopro_pairs` (1280x720), written into a temp dir, or into
+--data DIR and kept for later runs (another benchmark's --data with enough pairs will do). It holds scale x N
+pairs, all in the split table's train subset; the small run uses the first N.
 
     python benchmarks/patch_cache_build.py --pairs 100 --scale 3 --data /tmp/patch-bench --json build/bench/patches.json
 """
@@ -29,10 +28,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.resources
 import json
 import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -40,146 +37,46 @@ import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Self
 
-import numpy as np
 import pandas as pd
 from PIL import Image
-from rich.console import Console
-from rich.table import Table
 
-from common import write_json
+from common import (Timing, argument_parser, machine_facts, new_table, note_load, proc_status,  # puts src/ on the path
+                    timed, wide_console, write_json)
+from synthetic import HEIGHT, WIDTH, gopro_pairs
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
-
-WIDTH, HEIGHT = 1280, 720
-FRAMES_PER_SEQUENCE = 20
-PHOTOS = ("astronaut.png", "coffee.png", "chelsea.png", "motorcycle_left.png", "hubble_deep_field.jpg",
-          "rocket.jpg", "ihc.png", "retina.jpg", "motorcycle_right.png")
 RSS_SCALING_LIMIT = 1.25  # peak RSS at scale x N pairs / at N pairs: "does not scale" below this
 
 
 # --------------------------------------------------------------------------------------------- dataset
 
 
-def _canvas(seq_index: int) -> np.ndarray:
-    """A bundled photo, mildly rotated and sheared, scaled beyond a frame and relit: float32 RGB in [0, 255]."""
-    name = PHOTOS[seq_index % len(PHOTOS)]
-    resource_file = importlib.resources.files("skimage.data") / name
-    with importlib.resources.as_file(resource_file) as path, Image.open(path) as image:
-        photo = image.convert("RGB")
-    rng = np.random.default_rng(seq_index)
-    w, h = photo.size
-    shear, angle = rng.uniform(-0.08, 0.08), rng.uniform(-6, 6)
-    photo = photo.transform((w, h), Image.Transform.AFFINE, (1, shear, -shear * h / 2, 0, 1, 0),
-                            resample=Image.Resampling.BICUBIC, fillcolor=(0, 0, 0))
-    photo = photo.rotate(angle, resample=Image.Resampling.BICUBIC, expand=False)
-    # crop the black borders the warp left, then scale to more than a frame so the camera can pan
-    margin = int(0.12 * min(w, h))
-    photo = photo.crop((margin, margin, w - margin, h - margin))
-    big = photo.resize((WIDTH + 320, HEIGHT + 240), Image.Resampling.BICUBIC)
-    canvas = np.asarray(big, dtype=np.float32)
-    y, x = np.mgrid[0 : canvas.shape[0], 0 : canvas.shape[1]].astype(np.float32)
-    direction = rng.uniform(0, 2 * np.pi)
-    light = 0.85 + 0.3 * ((np.cos(direction) * x + np.sin(direction) * y) / max(canvas.shape[:2]))
-    return canvas * light[..., None]
-
-
-def _crop(canvas: np.ndarray, ox: float, oy: float) -> np.ndarray:
-    ox, oy = round(ox), round(oy)
-    return canvas[oy : oy + HEIGHT, ox : ox + WIDTH]
-
-
-def _noisy_u8(image: np.ndarray, rng: np.random.Generator, sigma: float) -> np.ndarray:
-    return np.clip(image + rng.normal(0, sigma, image.shape).astype(np.float32), 0, 255).astype(np.uint8)
-
-
-def _write_sequence(job: tuple[Path, int, int]) -> int:
-    """Write the sharp/blur frames of one sequence; return the bytes written."""
-    folder, seq_index, frames = job
-    canvas = _canvas(seq_index)
-    rng = np.random.default_rng(1000 + seq_index)
-    vx, vy = rng.uniform(-1, 1, 2) * np.array([300, 220]) / max(frames, 1)  # a slow pan across the canvas
-    x0, y0 = 160 - vx * frames / 2, 120 - vy * frames / 2
-    written = 0
-    for frame in range(frames):
-        fx, fy = x0 + vx * frame, y0 + vy * frame
-        sharp = _noisy_u8(_crop(canvas, fx, fy), rng, 2.0)
-        shake = rng.uniform(-6, 6, 2)
-        blur = np.mean([_crop(canvas, fx + t * shake[0], fy + t * shake[1]) for t in np.linspace(-1, 1, 7)], axis=0)
-        for sub, pixels in (("sharp", sharp), ("blur", _noisy_u8(blur, rng, 1.5))):
-            path = folder / sub / f"{frame + 1:06d}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(pixels).save(path)
-            written += path.stat().st_size
-    return written
-
-
-def ensure_dataset(raw: Path, pairs: int, workers: int, console: Console) -> list[tuple[Path, Path]]:
-    """(blur, sharp) paths of the first `pairs` pairs under raw/GOPRO_Large, written first if it is missing."""
-    root = raw / "GOPRO_Large" / "train"
-    if not root.is_dir():
-        sequences = -(-pairs // FRAMES_PER_SEQUENCE)
-        counts = [pairs // sequences + (i < pairs % sequences) for i in range(sequences)]
-        jobs = [(root / f"GOPR{372 + i:04d}_{7 + i % 5:02d}_{i % 2:02d}", i, n) for i, n in enumerate(counts)]
-        console.print(f"writing {pairs} pairs of {WIDTH}x{HEIGHT} PNGs in {sequences} sequences to {root} ...")
-        start = time.perf_counter()
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            size = sum(pool.map(_write_sequence, jobs))
-        console.print(f"  {size / 2 / pairs / 1e6:.2f} MB per PNG, {time.perf_counter() - start:.0f} s")
-    found = [(sharp.parent.parent / "blur" / sharp.name, sharp) for sharp in sorted(root.glob("*/sharp/*.png"))]
-    if len(found) < pairs:
-        raise SystemExit(f"{root} holds {len(found)} pairs, fewer than the {pairs} needed: use another --data")
-    return found[:pairs]
-
-
-def split_table(pairs: list[tuple[Path, Path]]) -> pd.DataFrame:
-    """The split table the patches stage would read: sizes from the PNG headers, no decoding."""
+def split_table(pairs: list) -> pd.DataFrame:
+    """The split table the patches stage would read, every pair in train: sizes from the PNG headers."""
     rows = []
-    for blur, sharp in pairs:
-        with Image.open(blur) as image:
+    for pair in pairs:
+        with Image.open(pair.input) as image:
             width, height = image.size
-        rows.append({"pair_id": f"{blur.parent.parent.name}/{blur.stem}", "input_path": str(blur),
-                     "target_path": str(sharp), "input_width": width, "input_height": height, "subset": "train"})
+        rows.append({"pair_id": pair.pair_id, "input_path": str(pair.input), "target_path": str(pair.target),
+                     "input_width": width, "input_height": height, "subset": "train"})
     return pd.DataFrame(rows)
 
 
 # --------------------------------------------------------------------------------------------- measuring
 
 
-def decode_only(pairs: list[tuple[Path, Path]]) -> tuple[float, float]:
-    """The reference: (wall s, CPU s) to decode every input and target in this one process."""
-    cpu, start = time.process_time(), time.perf_counter()
-    for pair in pairs:
-        for path in pair:
-            with Image.open(path) as image:
-                image.load()
-    return time.perf_counter() - start, time.process_time() - cpu
+def decode_only(pairs: list) -> Timing:
+    """The reference: decode every input and target in this one process."""
 
+    def decode() -> None:
+        for pair in pairs:
+            for path in (pair.input, pair.target):
+                with Image.open(path) as image:
+                    image.load()
 
-def cpu_seconds(before: os.times_result) -> float:
-    """User + system CPU of this process and of the children it reaped (the build's workers) since `before`."""
-    now = os.times()
-    return sum(now[i] - before[i] for i in range(4))
-
-
-def _status(pid: int) -> dict[str, int]:
-    """VmRSS/VmHWM/RssAnon (bytes) and PPid of a process, {} once it is gone."""
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return {}
-    out = {}
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM", "RssAnon"):
-            out[key] = int(value.split()[0]) * 1024
-        elif key == "PPid":
-            out[key] = int(value)
-    return out
+    return timed(decode)
 
 
 class RssWatcher:
@@ -216,13 +113,13 @@ class RssWatcher:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            main = _status(self.pid)
+            main = proc_status(self.pid)
             if not main:
                 break
             total, anon = main.get("VmRSS", 0), main.get("RssAnon", 0)
             self.peak_main = max(self.peak_main, main.get("VmHWM", 0), main.get("VmRSS", 0))
             for pid in self._descendants():
-                child = _status(pid)
+                child = proc_status(pid)
                 if child:
                     self.workers_seen.add(pid)
                     total += child.get("VmRSS", 0)
@@ -260,30 +157,28 @@ def child_build(spec_json: str) -> None:
     from imrestore.data import patches
     spec = json.loads(spec_json)
     table = pd.read_csv(spec["table"])
-    phases = {}
+    phases, meta = {}, {}
 
-    def timed(name, function):
+    def phase(name, function):  # the wall seconds of one call of `function`, kept as phases[name]
         def wrapper(*args, **kwargs):
-            start = time.perf_counter()
-            try:
-                return function(*args, **kwargs)
-            finally:
-                phases[name] = time.perf_counter() - start
+            returned = []
+            phases[name] = timed(lambda: returned.append(function(*args, **kwargs))).wall
+            return returned[0]
         return wrapper
 
-    # phase timers around the two halves of the build (decode + crop + write, then hash + fsync)
-    patches._run_jobs = timed("crop_s", patches._run_jobs)
-    patches._sync_and_hash = timed("hash_fsync_s", patches._sync_and_hash)
+    # Around the two halves of the build (decode + crop + write, then hash + fsync): build_patch_cache reports
+    # no phase times of its own, so its two private steps are wrapped here.
+    patches._run_jobs = phase("crop_s", patches._run_jobs)
+    patches._sync_and_hash = phase("hash_fsync_s", patches._sync_and_hash)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    cpu, start = os.times(), time.perf_counter()
-    meta = patches.build_patch_cache(table, Path(spec["out"]), size=spec["size"], step=spec["step"],
-                                     workers=spec["workers"], progress=spec["progress"])
-    seconds = time.perf_counter() - start
-    cpu_s = cpu_seconds(cpu)  # the pool has joined its workers by now, so their CPU time is in os.times()
+    # The pool has joined its workers when the build returns, so their CPU time is in the children's os.times().
+    build = timed(lambda: meta.update(patches.build_patch_cache(
+        table, Path(spec["out"]), size=spec["size"], step=spec["step"], workers=spec["workers"],
+        progress=spec["progress"])))
     out = Path(spec["out"])
     result = {
-        "build_s": seconds,
-        "cpu_s": cpu_s,
+        "build_s": build.wall,
+        "cpu_s": build.cpu,
         **phases,
         "patches": meta["subsets"]["train"]["count"],
         "bytes_written": sum(p.stat().st_size for p in out.iterdir()),
@@ -298,7 +193,7 @@ def child_build(spec_json: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--pairs", type=int, default=100, help="pairs in the small run, N (default 100)")
     parser.add_argument("--scale", type=int, default=3, help="the large run has scale x N pairs (default 3)")
     parser.add_argument("--size", type=int, default=256, help="patch size (default 256)")
@@ -309,7 +204,6 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None,
                         help="folder for the caches, removed after each run (default: a temp dir beside --data)")
     parser.add_argument("--progress", action="store_true", help="show the builder's progress bars")
-    parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -318,14 +212,14 @@ def main() -> None:
 
     from imrestore.data.manifest import default_workers
 
-    console = Console() if sys.stdout.isatty() else Console(width=170)
+    console = wide_console(170)
     cores = default_workers()
     workers = args.workers or cores
     sizes = [args.pairs, args.pairs * args.scale] if args.scale > 1 else [args.pairs]
     runs: dict[int, dict] = {}
     with contextlib.ExitStack() as stack:
         raw = args.data or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="imrestore-bench-")))
-        all_pairs = ensure_dataset(raw, max(sizes), cores, console)
+        all_pairs = gopro_pairs(raw, max(sizes), cores, console)
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="imrestore-patch-bench-",
                                                                     dir=args.out or raw.parent)))
         load_before = os.getloadavg()[0]
@@ -341,12 +235,12 @@ def main() -> None:
                 reference.append(decode_only(pairs))
                 ours.append(run_build(table_csv, work / f"cache_{n}", args.size, args.step, workers, args.progress))
                 shutil.rmtree(work / f"cache_{n}")
-                console.print(f"  run {r + 1}/{args.repeats}: reference decode {reference[-1][0]:.1f} s, build "
+                console.print(f"  run {r + 1}/{args.repeats}: reference decode {reference[-1].wall:.1f} s, build "
                               f"{ours[-1]['build_s']:.1f} s (crop {ours[-1]['crop_s']:.1f} s, hash+fsync "
                               f"{ours[-1]['hash_fsync_s']:.1f} s; {ours[-1]['cpu_s']:.1f} s CPU)")
             # Other processes only ever slow a run down: the best run of each is the cleanest estimate.
             best = min(ours, key=lambda o: o["build_s"])
-            ref_s, ref_cpu = min(wall for wall, _ in reference), min(cpu for _, cpu in reference)
+            ref_s, ref_cpu = min(t.wall for t in reference), min(t.cpu for t in reference)
             ours_cpu = min(o["cpu_s"] for o in ours)
             runs[n] = {
                 "pairs": n,
@@ -364,7 +258,7 @@ def main() -> None:
                 "cpu_ratio_reference_vs_ours": ref_cpu / ours_cpu,
                 "write_gb_per_s": best["bytes_written"] / best["build_s"] / 1e9,
                 "best": best,
-                "all_reference_s": [wall for wall, _ in reference],
+                "all_reference_s": [t.wall for t in reference],
                 "all_build_s": [o["build_s"] for o in ours],
             }
 
@@ -378,7 +272,7 @@ def main() -> None:
         "patch_size": args.size,
         "step": args.step,
         "repeats": args.repeats,
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
+        "machine": machine_facts(),
         # other work on the machine skews timings: 1-minute load average before the first and after the last run
         "load_average": [load_before, os.getloadavg()[0]],
         "runs": {str(n): run for n, run in runs.items()},
@@ -387,11 +281,10 @@ def main() -> None:
         "pass_rss_does_not_scale": rss_scaling < RSS_SCALING_LIMIT,
     }
 
-    speed = Table(title=f"patch cache build (size {args.size}, step {args.step}) of GoPro-like {WIDTH}x{HEIGHT} "
-                        f"pairs, {workers} workers on {cores} cores; ref = PIL decode only, 1 process; best runs")
-    for column in ("pairs", "source MP", "ref MP/s", "ours MP/s", "ours/ref", "ours/(ref×W)", "CPU ms/pair ref",
-                   "CPU ms/pair ours", "CPU ref/ours", "patches/s", "GB written", "crop s", "hash+fsync s"):
-        speed.add_column(column, justify="right")
+    speed = new_table(f"patch cache build (size {args.size}, step {args.step}) of GoPro-like {WIDTH}x{HEIGHT} "
+                      f"pairs, {workers} workers on {cores} cores; ref = PIL decode only, 1 process; best runs",
+                      ("pairs", "source MP", "ref MP/s", "ours MP/s", "ours/ref", "ours/(ref×W)", "CPU ms/pair ref",
+                       "CPU ms/pair ours", "CPU ref/ours", "patches/s", "GB written", "crop s", "hash+fsync s"))
     for n, run in runs.items():
         best = run["best"]
         speed.add_row(str(n), f"{run['source_megapixels']:.0f}", f"{run['reference_megapixels_per_s']:.1f}",
@@ -402,10 +295,9 @@ def main() -> None:
                       f"{best['hash_fsync_s']:.1f}")
     console.print(speed)
     mib = 1 / 2**20
-    memory = Table(title="peak RSS of the build, MiB (watched from /proc every 20 ms; getrusage from inside)")
-    for column in ("pairs", "main process", "largest worker", "sum of processes", "sum, anonymous only",
-                   "ru_maxrss self", "ru_maxrss children", "processes"):
-        memory.add_column(column, justify="right")
+    memory = new_table("peak RSS of the build, MiB (watched from /proc every 20 ms; getrusage from inside)",
+                       ("pairs", "main process", "largest worker", "sum of processes", "sum, anonymous only",
+                        "ru_maxrss self", "ru_maxrss children", "processes"))
     for n, run in runs.items():
         best = run["best"]
         memory.add_row(str(n), *(f"{best[key] * mib:.0f}" for key in (
@@ -416,10 +308,7 @@ def main() -> None:
         verdict = "[green]PASS[/green]" if results["pass_rss_does_not_scale"] else "[red]FAIL[/red]"
         console.print(f"peak RSS (sum of processes) at {sizes[-1]} pairs / at {sizes[0]} pairs = {rss_scaling:.2f} "
                       f"for {args.scale}x the data (limit {RSS_SCALING_LIMIT}) {verdict}")
-    if max(results["load_average"]) > 0.5:
-        console.print(f"[yellow]note: 1-minute load average {load_before:.1f} before, {results['load_average'][1]:.1f} "
-                      f"after: other processes shared the {cores} cores, so wall-time ratios are pessimistic; "
-                      "the CPU ratio is not[/yellow]")
+    note_load(console, results["load_average"], cores, ", so wall-time ratios are pessimistic; the CPU ratio is not")
     write_json(results, args.json, console)
 
 

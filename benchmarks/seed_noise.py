@@ -15,36 +15,23 @@ configurations smaller than about 2 std of one configuration across seeds is not
     python benchmarks/seed_noise.py --smoke                  # 2 steps, 1 image, seeds 0 1: checks it runs
     python benchmarks/seed_noise.py --reuse-pipeline-run     # seed 0 is the committed metrics/: 2x, not 3x
 
-Writes <out>/seed_noise.json:
-    {"seeds": [0, 1, 2], "data": "sample" | "real", "params": {"train": {...}, "model": {...}},
-     "tasks": {"deblur": {"psnr": {"values": [...], "mean": m, "std": s}, "ssim": {...}, "input_psnr": x,
-                          "gain_over_input": m - x, "gain_to_noise": (m - x) / s, "train_seconds": [...]},
-               "denoise": {...}},
-     "machine": {...}}
-`params.train` is the train section as run, without `seed` (the seeds are listed); `gain_to_noise` is null
-when the spread is exactly 0.
+Writes <out>/seed_noise.json (the PR report reads it; its fields: benchmarks/README.md).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
-from common import (add_run_arguments, data_kind, machine_facts, output_dir, pipeline_inputs, timed, with_overrides,
-                    write_json)
+from common import (REPO, add_run_arguments, argument_parser, data_kind, machine_facts,  # first: puts src/ on sys.path
+                    new_table, output_dir, pipeline_inputs, timed, with_overrides, write_json)
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "src")]
-
-from imrestore.data.layouts import TASKS  # noqa: E402  (training's TASKS, without importing torch)
-from imrestore.params import load_params  # noqa: E402
+from imrestore.data.layouts import TASKS  # training's TASKS, without importing torch
+from imrestore.params import load_params
 
 SMOKE = {"train.max_steps": 2, "evaluate.max_images": 1}
 SMOKE_SEEDS = [0, 1]
@@ -84,14 +71,14 @@ def run_params(params: dict, tasks: list[str], smoke: bool) -> dict:
 
 def train_and_evaluate(task: str, params: dict, cache: Path, split: Path) -> tuple[dict, float]:
     """The pipeline's train + evaluate of `task` in temporary folders: (metrics, seconds of train)."""
-    from imrestore.evaluation.evaluate import evaluate
-    from imrestore.training import train
+    from imrestore.evaluation.evaluate import EvaluateSettings, evaluate
+    from imrestore.training import TrainConfig, train
 
     with tempfile.TemporaryDirectory(prefix=f"seed-noise-{task}-") as tmp:
         tmp = Path(tmp)
-        seconds = timed(lambda: train(task, params, cache_dir=cache, checkpoint_dir=tmp / "checkpoints",
-                                      model_dir=tmp / "model", live_dir=None), lambda: None)
-        metrics = evaluate(task, params, weights_dir=tmp / "model", split_csv=split,
+        seconds = timed(lambda: train(TrainConfig.from_params(params, task), cache_dir=cache,
+                                      checkpoint_dir=tmp / "checkpoints", model_dir=tmp / "model", live_dir=None)).wall
+        metrics = evaluate(EvaluateSettings.for_task(params, task), weights_dir=tmp / "model", split_csv=split,
                            metrics_json=tmp / "metrics.json", report_dir=tmp / "report", progress=True)
     return metrics, seconds
 
@@ -110,10 +97,9 @@ def summary(seeds: list[int], params: dict, tasks: dict[str, dict]) -> dict:
 
 
 def print_table(results: dict, console: Console) -> None:
-    table = Table(title=f"test metrics across seeds {results['seeds']} ({results['data']} data; std: ddof = 1)")
-    for column in ("task", "PSNR per seed", "PSNR mean ± std", "input PSNR", "gain", "gain / std",
-                   "SSIM mean ± std", "train s (mean)"):
-        table.add_column(column, justify="right")
+    table = new_table(f"test metrics across seeds {results['seeds']} ({results['data']} data; std: ddof = 1)",
+                      ("task", "PSNR per seed", "PSNR mean ± std", "input PSNR", "gain", "gain / std",
+                       "SSIM mean ± std", "train s (mean)"))
     for task, row in results["tasks"].items():
         psnr, ssim = row["psnr"], row["ssim"]
         table.add_row(
@@ -127,7 +113,7 @@ def print_table(results: dict, console: Console) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__, json_results=False)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="train.seed values (default 0 1 2)")
     parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS), help="default: both")
     parser.add_argument("--reuse-pipeline-run", action="store_true",

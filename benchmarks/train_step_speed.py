@@ -13,39 +13,25 @@ After 2 warm-up steps each, the two networks' timed steps alternate (which goes 
 shared machine's load falls on both alike. The table shows the median step time, steps/s, parameters, and the
 ratio paper / reference of the step time (> 1: the paper's network is slower per step).
 
-    python benchmarks/train_step_speed.py                       # batch 4, crop 64, 20 steps: ~1 min on 2 cores
+    python benchmarks/train_step_speed.py                       # batch 4, crop 64, 20 steps
     python benchmarks/train_step_speed.py --batch 8 --crop 128 --device cuda   # GPU machine
     python benchmarks/train_step_speed.py --smoke               # batch 1, crop 32, 2 steps
 
-Writes <out>/train_step_speed.json:
-    {"benchmark": "train_step_speed", "device": "cpu", "batch": 4, "crop": 64, "steps": 20, "warmup": 2,
-     "networks": {"paper": {"name": ..., "parameters": n, "step_seconds": [...], "median_step_s": t,
-                            "steps_per_s": 1 / t},
-                  "reference": {...}},
-     "ratio_paper_over_reference": {"step_time": t_paper / t_ref, "steps_per_s": (1 / t_paper) / (1 / t_ref)},
-     "machine": {...}}
+Writes <out>/train_step_speed.json (its fields: benchmarks/README.md).
 """
 
 from __future__ import annotations
 
-import argparse
-import statistics
-import sys
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from rich.console import Console
-from rich.table import Table
 from torch import nn
 
-from common import RESULTS, machine_facts, output_dir, timed, write_json
+from common import (add_run_arguments, alternate, argument_parser, machine_facts,  # first: puts src/ on sys.path
+                    new_table, output_dir, synchronizer, write_json)
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "src")]
-
-from imrestore.models.nafnet import NAFNet, NAFNetConfig  # noqa: E402
-from imrestore.models.network import ModelConfig, RestorationNet, count_parameters  # noqa: E402
+from imrestore.models.nafnet import NAFNet, NAFNetConfig
+from imrestore.models.network import ModelConfig, RestorationNet, count_parameters
 
 WARMUP = 2
 SMOKE = {"batch": 1, "crop": 32, "steps": 2}
@@ -65,36 +51,28 @@ def measure(batch: int, crop: int, steps: int, device: torch.device) -> dict:
     nets = {"paper": ("RestorationNet(ModelConfig())", RestorationNet(ModelConfig())),
             "reference": (f"NAFNet ({NAFNetConfig().describe()})", NAFNet(NAFNetConfig()))}
     degraded, clean = torch.rand(2, batch, 3, crop, crop).to(device)
-    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     runs = {}
     for key, (_, net) in nets.items():
         net = net.to(device).train()
         optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-4, betas=(0.9, 0.99))
         runs[key] = lambda net=net, optimizer=optimizer: training_step(net, optimizer, degraded, clean)
-        for _ in range(WARMUP):
-            timed(runs[key], sync)
-    seconds: dict[str, list[float]] = {key: [] for key in nets}
-    for step in range(steps):
-        for key in list(nets) if step % 2 == 0 else list(nets)[::-1]:
-            seconds[key].append(timed(runs[key], sync))
+    samples = alternate(runs, steps, synchronizer(device), warmup=WARMUP)
     networks = {}
     for key, (name, net) in nets.items():
-        median = statistics.median(seconds[key])
-        networks[key] = {"name": name, "parameters": count_parameters(net), "step_seconds": seconds[key],
+        median = samples[key].median
+        networks[key] = {"name": name, "parameters": count_parameters(net), "step_seconds": samples[key].wall,
                          "median_step_s": median, "steps_per_s": 1 / median}
     ratio = networks["paper"]["median_step_s"] / networks["reference"]["median_step_s"]
     return {"networks": networks, "ratio_paper_over_reference": {"step_time": ratio, "steps_per_s": 1 / ratio}}
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__, json_results=False)
     parser.add_argument("--batch", type=int, default=4, help="crops per step (default 4, train.batch_size)")
     parser.add_argument("--crop", type=int, default=64, help="crop side (default 64, train.crop)")
     parser.add_argument("--steps", type=int, default=20, help="timed steps of each network, alternating (default 20)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help=f"folder for the results (default {RESULTS}; with --smoke a temporary folder)")
-    parser.add_argument("--smoke", action="store_true", help="batch 1, crop 32, 2 steps: checks the script runs")
+    add_run_arguments(parser, "batch 1, crop 32, 2 steps: checks the script runs", params=False, build=False)
     args = parser.parse_args(argv)
     settings = SMOKE if args.smoke else {"batch": args.batch, "crop": args.crop, "steps": args.steps}
     device = torch.device(args.device)
@@ -105,10 +83,9 @@ def main(argv: list[str] | None = None) -> None:
     results = {"benchmark": "train_step_speed", "device": str(device), **settings, "warmup": WARMUP, **measured,
                "machine": machine_facts(device)}
 
-    table = Table(title=f"training step (fwd + L1 + bwd + AdamW) on {device}, batch {settings['batch']}×"
-                        f"{settings['crop']}², median of {settings['steps']}")
-    for column in ("network", "parameters", "median step s", "steps/s"):
-        table.add_column(column, justify="right")
+    table = new_table(f"training step (fwd + L1 + bwd + AdamW) on {device}, batch {settings['batch']}×"
+                      f"{settings['crop']}², median of {settings['steps']}",
+                      ("network", "parameters", "median step s", "steps/s"))
     for key, row in measured["networks"].items():
         table.add_row(f"{key}: {row['name']}", f"{row['parameters']:,}", f"{row['median_step_s']:.4f}",
                       f"{row['steps_per_s']:.2f}")

@@ -20,20 +20,11 @@ run with evaluate.max_images; the JSON records both counts).
     python benchmarks/training_curve.py --task deblur
     python benchmarks/training_curve.py --smoke          # 2 steps, 1 image, a point every second
 
-Writes <out>/training_curve_<task>.json and .png:
-    {"task": "denoise", "dataset": "sidd", "data": "sample" | "real", "note": "...test split only to draw...",
-     "every_seconds": 20, "device": "cpu", "n_images": 8, "max_steps": 150,
-     "points": [{"training_seconds": s, "step": n, "test_psnr": p, "test_ssim": q}, ...],
-     "input_psnr": x, "best_baseline": {"name": "nl_means", "psnr": y, "n_images": 8, "source": "metrics/denoise.json"}
-                                       or null,
-     "params": {"train": {...}, "model": {...}}, "machine": {...}}
+Writes <out>/training_curve_<task>.json and .png (their fields: benchmarks/README.md).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -41,19 +32,17 @@ from pathlib import Path
 import torch
 from lightning.pytorch.callbacks import Callback
 from rich.console import Console
-from rich.table import Table
 
-from common import add_run_arguments, data_kind, machine_facts, output_dir, pipeline_inputs, with_overrides, write_json
+from common import (add_run_arguments, argument_parser, data_kind, machine_facts,  # first: puts src/ on sys.path
+                    metrics_of, new_table, output_dir, pipeline_inputs, read_json, to_tensor, with_overrides,
+                    write_json)
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "src")]
-
-from imrestore.data.manifest import load_rgb8  # noqa: E402
-from imrestore.evaluation.evaluate import EvaluateSettings, _metrics_of, _to_tensor, select_test_pairs  # noqa: E402
-from imrestore.evaluation.inference import restore_images  # noqa: E402
-from imrestore.evaluation.metrics import quantize  # noqa: E402
-from imrestore.params import load_params  # noqa: E402
-import imrestore.training as training  # noqa: E402
+import imrestore.training as training
+from imrestore.data.manifest import load_rgb8
+from imrestore.evaluation.evaluate import EvaluateSettings, select_test_pairs
+from imrestore.evaluation.inference import restore_images
+from imrestore.evaluation.metrics import quantize
+from imrestore.params import load_params
 
 NOTE = "This benchmark looks at the test split only to draw the curve, never to choose settings."
 SMOKE = {"train.max_steps": 2, "evaluate.max_images": 1}
@@ -64,9 +53,9 @@ class HeldOutImages:
     """The test pairs as uint8 tensors (decoded once), scored the way `evaluate` scores them."""
 
     def __init__(self, params: dict, task: str, split_csv: Path) -> None:
-        self.settings = EvaluateSettings.from_params(params, task)
+        self.settings = EvaluateSettings.for_task(params, task)
         pairs = select_test_pairs(split_csv, self.settings.max_images)
-        self.pairs = [(_to_tensor(load_rgb8(Path(row.input_path))), _to_tensor(load_rgb8(Path(row.target_path))))
+        self.pairs = [(to_tensor(load_rgb8(Path(row.input_path))), to_tensor(load_rgb8(Path(row.target_path))))
                       for row in pairs.itertuples()]
 
     def score(self, net: torch.nn.Module | None) -> dict[str, float]:
@@ -82,7 +71,7 @@ class HeldOutImages:
                 if net is not None:
                     restored = restore_images(net, degraded[None].to(device).float() / 255, self.settings.inference)
                     output = quantize(restored)[0].cpu()
-                rows.append(_metrics_of(output, target, self.settings.crop_border))
+                rows.append(metrics_of(output, target, self.settings.crop_border))
         finally:
             if net is not None:
                 net.train(training_mode)
@@ -124,9 +113,7 @@ class CurveRecorder(Callback):
 
 def best_baseline(metrics_json: Path) -> dict | None:
     """The classical baseline with the highest test PSNR in an evaluate output, or None without one."""
-    if not metrics_json.is_file():
-        return None
-    metrics = json.loads(metrics_json.read_text(encoding="utf-8"))
+    metrics = read_json(metrics_json) or {}
     baselines = metrics.get("baselines") or {}
     if not baselines:
         return None
@@ -162,7 +149,7 @@ def plot(results: dict, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__, json_results=False)
     parser.add_argument("--task", choices=list(training.TASKS), default="denoise", help="default denoise")
     parser.add_argument("--every-seconds", type=float, default=None,
                         help="training seconds between test evaluations "
@@ -182,8 +169,9 @@ def main(argv: list[str] | None = None) -> None:
     test_set = HeldOutImages(params, args.task, split)
     recorder = CurveRecorder(test_set, every, console)
     with tempfile.TemporaryDirectory(prefix=f"training-curve-{args.task}-") as tmp:
-        module = training.train(args.task, params, cache_dir=cache, checkpoint_dir=Path(tmp) / "checkpoints",
-                                model_dir=Path(tmp) / "model", live_dir=None, callbacks=[recorder])
+        module = training.train(training.TrainConfig.from_params(params, args.task), cache_dir=cache,
+                                checkpoint_dir=Path(tmp) / "checkpoints", model_dir=Path(tmp) / "model", live_dir=None,
+                                callbacks=[recorder])
     results = {
         "task": args.task, "dataset": dataset, "data": data_kind(params, dataset), "note": NOTE,
         "every_seconds": every, "device": module.device.type, "n_images": len(test_set.pairs),
@@ -195,9 +183,8 @@ def main(argv: list[str] | None = None) -> None:
         "machine": machine_facts(module.device),
     }
 
-    table = Table(title=f"{args.task}: test PSNR during training ({results['n_images']} test images). {NOTE}")
-    for column in ("training s", "step", "test PSNR", "test SSIM"):
-        table.add_column(column, justify="right")
+    table = new_table(f"{args.task}: test PSNR during training ({results['n_images']} test images). {NOTE}",
+                      ("training s", "step", "test PSNR", "test SSIM"))
     for point in results["points"]:
         table.add_row(f"{point['training_seconds']:.1f}", str(point["step"]), f"{point['test_psnr']:.3f}",
                       f"{point['test_ssim']:.4f}")

@@ -15,25 +15,19 @@ Other processes on the machine only ever slow runs down, so the verdict uses eac
 per image is nearly immune to such load: reference CPU ms/image / ours' (N workers) CPU ms/image is the goal
 ratio ours would reach with a full core per worker, printed as the load-proof ceiling.
 
-The dataset is a GoPro layout written into a temp dir (or --data DIR, kept; a later run reuses it, all of it or
-the first --pairs pairs): N pairs (default 200) of 1280x720 RGB
-PNGs, panning crops of scikit-image's bundled photos with sensor-like noise; `blur` is the average of shifted
-crops (as GoPro's blur is an average of frames); `blur_gamma` holds hard links to `blur` (validation reads
-only blur and sharp, but the layout check wants the folder).
+The dataset is the GoPro layout of `synthetic.gopro_pairs`, written into a temp dir (or --data DIR, kept; a
+later run reuses it, all of it or the first --pairs pairs): N pairs (default 200) of 1280x720 RGB PNGs.
 
     python benchmarks/validation_throughput.py --pairs 200 --repeats 3 --json build/bench/validation.json
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import os
 import pickle
-import platform
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -42,106 +36,15 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from rich.console import Console
-from rich.table import Table
 
-from common import write_json
+from common import (alternate, argument_parser, machine_facts, new_table, note_load,  # first: puts src/ on sys.path
+                    timed, wide_console, write_json)
+from synthetic import HEIGHT, WIDTH, gopro_pairs
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
+from imrestore.data.layouts import Pair
+from imrestore.data.manifest import build_manifest, default_workers, inspect_image, inspect_pair
 
-from imrestore.data.layouts import Pair, list_pairs  # noqa: E402
-from imrestore.data.manifest import _pair_statistics, _png_header, build_manifest, default_workers, inspect_pair  # noqa: E402
-
-WIDTH, HEIGHT = 1280, 720
-FRAMES_PER_SEQUENCE = 20
 GOAL = 0.8
-PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "retina", "immunohistochemistry")
-
-
-# --------------------------------------------------------------------------------------------- dataset
-
-
-def _canvas(seq_index: int) -> np.ndarray:
-    """A photo scaled to more than a frame, with a soft lighting gradient, as float32 RGB in [0, 255]."""
-    import skimage.data
-
-    photo = getattr(skimage.data, PHOTOS[seq_index % len(PHOTOS)])()
-    if photo.ndim == 2:
-        photo = np.stack([photo] * 3, axis=-1)
-    photo = photo[..., :3]
-    big = Image.fromarray(photo).resize((WIDTH + 320, HEIGHT + 240), Image.Resampling.BICUBIC)
-    canvas = np.asarray(big, dtype=np.float32)
-    rng = np.random.default_rng(seq_index)
-    y, x = np.mgrid[0 : canvas.shape[0], 0 : canvas.shape[1]].astype(np.float32)
-    angle = rng.uniform(0, 2 * np.pi)
-    light = 0.85 + 0.3 * ((np.cos(angle) * x + np.sin(angle) * y) / max(canvas.shape[:2]) % 1.0)
-    return canvas * light[..., None]
-
-
-def _crop(canvas: np.ndarray, ox: float, oy: float) -> np.ndarray:
-    ox, oy = int(round(ox)), int(round(oy))
-    return canvas[oy : oy + HEIGHT, ox : ox + WIDTH]
-
-
-def _noisy_u8(image: np.ndarray, rng: np.random.Generator, sigma: float) -> np.ndarray:
-    return np.clip(image + rng.normal(0, sigma, image.shape).astype(np.float32), 0, 255).astype(np.uint8)
-
-
-def _write_sequence(job: tuple[Path, str, int, int]) -> int:
-    """Write `frames` sharp/blur/blur_gamma frames of one sequence; return bytes written."""
-    folder, name, seq_index, frames = job
-    canvas = _canvas(seq_index)
-    rng = np.random.default_rng(1000 + seq_index)
-    # a slow pan across the canvas, with a different direction per sequence
-    vx, vy = rng.uniform(-1, 1, 2) * np.array([300, 220]) / max(frames, 1)
-    x0 = 160 - vx * frames / 2
-    y0 = 120 - vy * frames / 2
-    written = 0
-    for frame in range(frames):
-        fx, fy = x0 + vx * frame, y0 + vy * frame
-        sharp = _noisy_u8(_crop(canvas, fx, fy), rng, 2.0)
-        shake = rng.uniform(-6, 6, 2)  # camera shake during the exposure
-        blur = np.mean([_crop(canvas, fx + t * shake[0], fy + t * shake[1]) for t in np.linspace(-1, 1, 7)], axis=0)
-        blur = _noisy_u8(blur, rng, 1.5)
-        file = f"{frame + 1:06d}.png"
-        for sub, pixels in (("sharp", sharp), ("blur", blur)):
-            path = folder / name / sub / file
-            path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(pixels).save(path)
-            written += path.stat().st_size
-        gamma = folder / name / "blur_gamma" / file
-        gamma.parent.mkdir(parents=True, exist_ok=True)
-        gamma.unlink(missing_ok=True)
-        os.link(folder / name / "blur" / file, gamma)
-    return written
-
-
-def ensure_gopro(raw: Path, pairs: int | None, workers: int, console: Console) -> list[Pair]:
-    """The pairs of GOPRO_Large under `raw`: reused if it exists (the first `pairs` of them), else written
-    with `pairs` pairs (default 200), about 80% train and 20% test."""
-    root = raw / "GOPRO_Large"
-    if root.is_dir():
-        found = list_pairs(root, "gopro")
-        if pairs and pairs > len(found):
-            raise SystemExit(f"{root} holds {len(found)} pairs, fewer than --pairs {pairs}: use another --data")
-        console.print(f"reusing {root}: {pairs or len(found)} of its {len(found)} pairs")
-        return found[:pairs] if pairs else found
-    pairs = pairs or 200
-    sequences = max(2, -(-pairs // FRAMES_PER_SEQUENCE))
-    test = max(1, sequences // 5)
-    counts = [pairs // sequences + (i < pairs % sequences) for i in range(sequences)]
-    jobs = []
-    for i, frames in enumerate(counts):
-        split = "test" if i >= sequences - test else "train"
-        name = f"GOPR{372 + i:04d}_{7 + i % 5:02d}_{i % 2:02d}"
-        jobs.append((root / split, name, i, frames))
-    console.print(f"writing {pairs} pairs of {WIDTH}x{HEIGHT} PNGs in {sequences} sequences to {root} ...")
-    start = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        size = sum(pool.map(_write_sequence, jobs))
-    console.print(f"  {size / 2 / pairs / 1e6:.2f} MB per PNG, {time.perf_counter() - start:.0f} s")
-    return list_pairs(root, "gopro")
 
 
 # --------------------------------------------------------------------------------------------- runners
@@ -167,22 +70,15 @@ def ours(pairs: list[Pair], workers: int, show_progress: bool) -> None:
     build_manifest(pairs, "gopro", workers=workers, progress=show_progress)
 
 
-def timed(run: Callable[[], None]) -> tuple[float, float]:
-    """(wall seconds, CPU seconds of this process and of the worker processes it reaped)."""
-    cpu0, start = os.times(), time.perf_counter()
-    run()
-    wall, cpu1 = time.perf_counter() - start, os.times()
-    cpu = sum(cpu1[i] - cpu0[i] for i in range(4))  # user, system, children's user, children's system
-    return wall, cpu
-
-
 def profile(pairs: list[Pair]) -> dict[str, float]:
-    """Seconds per image of each step of `inspect_image`/`inspect_pair`, one process, on `pairs`."""
-    steps = {k: 0.0 for k in ("read_bytes", "sha256", "open+load (decode)", "np.asarray copy", "png header",
-                               "pair statistics", "inspect_pair (all of it)", "pickle+unpickle row")}
+    """Seconds per image of each step of `inspect_image`/`inspect_pair`, one process, on `pairs`. The steps
+    inside `inspect_image` are redone here from their parts; what `inspect_pair` adds to two `inspect_image`
+    calls (the pair statistics, the row) is their difference."""
+    steps = {k: 0.0 for k in ("read_bytes", "sha256", "open+load (decode)", "np.asarray copy",
+                               "inspect_image (all of it)", "pair statistics + row", "inspect_pair (all of it)",
+                               "pickle+unpickle row")}
     row_bytes = 0
     for pair in pairs:
-        pixels = []
         for path in (pair.input, pair.target):
             t0 = time.perf_counter()
             data = path.read_bytes()
@@ -192,24 +88,22 @@ def profile(pairs: list[Pair]) -> dict[str, float]:
             with Image.open(path) as image:
                 image.load()
                 t3 = time.perf_counter()
-                pixels.append(np.asarray(image))
+                np.asarray(image)
                 t4 = time.perf_counter()
-            _png_header(data)
+            inspect_image(path)
             t5 = time.perf_counter()
             for key, dt in zip(list(steps)[:5], (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
                 steps[key] += dt
         t0 = time.perf_counter()
-        _pair_statistics(pixels[0], pixels[1])
-        t1 = time.perf_counter()
         row = inspect_pair(pair)
-        t2 = time.perf_counter()
+        t1 = time.perf_counter()
         blob = pickle.dumps((pair, row))  # what crosses between processes: the pair out, the row back
         pickle.loads(blob)
-        t3 = time.perf_counter()
+        t2 = time.perf_counter()
         row_bytes += len(blob)
-        steps["pair statistics"] += t1 - t0
-        steps["inspect_pair (all of it)"] += t2 - t1
-        steps["pickle+unpickle row"] += t3 - t2
+        steps["inspect_pair (all of it)"] += t1 - t0
+        steps["pickle+unpickle row"] += t2 - t1
+    steps["pair statistics + row"] = steps["inspect_pair (all of it)"] - steps["inspect_image (all of it)"]
     images = 2 * len(pairs)
     result = {k: v / images for k, v in steps.items()}
     result["pickled bytes per pair"] = row_bytes / len(pairs)
@@ -220,7 +114,7 @@ def profile(pairs: list[Pair]) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--pairs", type=int, default=None,
                         help="image pairs to generate (default 200), or to use of a reused --data (default all)")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each variant, alternating (default 3)")
@@ -229,15 +123,14 @@ def main() -> None:
     parser.add_argument("--no-parallel-reference", action="store_true", help="skip the decode-only run in N processes")
     parser.add_argument("--progress", action="store_true", help="show build_manifest's rich progress bars")
     parser.add_argument("--data", type=Path, default=None, help="folder holding (or to receive) GOPRO_Large; kept")
-    parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
     args = parser.parse_args()
 
-    console = Console() if sys.stdout.isatty() else Console(width=120)  # rich assumes 80 columns in a pipe
+    console = wide_console(120)
     cores = default_workers()
     workers = args.workers or cores
     with contextlib.ExitStack() as stack:
         raw = args.data or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="imrestore-bench-")))
-        pairs = ensure_gopro(raw, args.pairs, cores, console)
+        pairs = gopro_pairs(raw, args.pairs, cores, console)
         paths = [p for pair in pairs for p in (pair.input, pair.target)]
         images = len(paths)
         png_bytes = sum(p.stat().st_size for p in paths)
@@ -254,14 +147,9 @@ def main() -> None:
         load_before = os.getloadavg()[0]
         console.print(f"warm-up: decoding {images} images once ({png_bytes / 1e6:.0f} MB of PNG) ...")
         timed(variants[ref_name])
-        seconds: dict[str, list[float]] = {name: [] for name in variants}
-        cpu: dict[str, list[float]] = {name: [] for name in variants}
-        for r in range(args.repeats):
-            for name, run in variants.items():
-                wall, cpu_s = timed(run)
-                seconds[name].append(wall)
-                cpu[name].append(cpu_s)
-                console.print(f"  run {r + 1}/{args.repeats}: {name}: {wall:.2f} s wall, {cpu_s:.2f} s CPU")
+        samples = alternate(variants, args.repeats, console=console)
+        seconds = {name: s.wall for name, s in samples.items()}
+        cpu = {name: s.cpu for name, s in samples.items()}
         steps = profile(pairs[: args.profile_pairs]) if args.profile_pairs else {}
 
     rate = {name: {"best": images / min(s), "median": images / statistics.median(s)} for name, s in seconds.items()}
@@ -291,7 +179,7 @@ def main() -> None:
         "image_size": [WIDTH, HEIGHT],
         "mean_png_bytes": png_bytes / images,
         "repeats": args.repeats,
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
+        "machine": machine_facts(),
         # other work on the machine skews timings: 1-minute load average before the first and after the last run
         "load_average": [load_before, os.getloadavg()[0]],
         "variants": {
@@ -323,18 +211,15 @@ def main() -> None:
         "profile_s_per_image": steps,
     }
 
-    table = Table(title=f"validation of {len(pairs)} GoPro pairs ({images} PNGs, {WIDTH}x{HEIGHT}), "
-                        f"{cores} cores, {args.repeats} runs each")
-    columns = ("variant", "best s", "median s", "best img/s", "median img/s", "best vs ref", "best CPU ms/img")
-    for column in columns:
-        table.add_column(column, justify="left" if column == "variant" else "right")
+    table = new_table(f"validation of {len(pairs)} GoPro pairs ({images} PNGs, {WIDTH}x{HEIGHT}), "
+                      f"{cores} cores, {args.repeats} runs each",
+                      ("variant", "best s", "median s", "best img/s", "median img/s", "best vs ref",
+                       "best CPU ms/img"), left=("variant",))
     for name, s in seconds.items():
         table.add_row(name, f"{min(s):.2f}", f"{statistics.median(s):.2f}", f"{rate[name]['best']:.1f}",
                       f"{rate[name]['median']:.1f}", f"{rate[name]['best'] / ref:.2f}x", f"{cpu_ms[name]:.1f}")
     console.print(table)
-    if max(results["load_average"]) > 0.5:
-        console.print(f"[yellow]note: 1-minute load average {load_before:.1f} before, {results['load_average'][1]:.1f} "
-                      f"after: other processes shared the {cores} cores, so parallel numbers are pessimistic[/yellow]")
+    note_load(console, results["load_average"], cores, ", so parallel numbers are pessimistic")
     verdict = "[green]PASS[/green]" if results["pass"] else "[red]FAIL[/red]"
     for label, r in (("best", best), ("median", median)):
         console.print(
@@ -350,10 +235,8 @@ def main() -> None:
         f"full core per worker " + ("[green]>=[/green]" if ceiling >= GOAL else "[red]<[/red]") + f" {GOAL}"
     )
     if steps:
-        prof = Table(title=f"where one image's time goes (1 process, first {min(args.profile_pairs, len(pairs))} pairs)")
-        prof.add_column("step")
-        prof.add_column("ms per image", justify="right")
-        prof.add_column("share of inspect_pair", justify="right")
+        prof = new_table(f"where one image's time goes (1 process, first {min(args.profile_pairs, len(pairs))} pairs)",
+                         ("step", "ms per image", "share of inspect_pair"), left=("step",))
         total = steps["inspect_pair (all of it)"]
         for name, value in steps.items():
             if name == "pickled bytes per pair":

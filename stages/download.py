@@ -14,7 +14,7 @@ from imrestore.params import load_params, section, stage_argument
 
 @exit_on_error
 def main(dataset: str) -> None:
-    config = SourceConfig.from_params(dataset, section(load_params(), f"download.{dataset}"))
+    config = SourceConfig.for_dataset(dataset, section(load_params(), f"download.{dataset}"))
     root = acquire(config, Path("build/raw") / dataset)
     print(f"{dataset}: {config.kind} source ready at {root}")
 

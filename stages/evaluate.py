@@ -9,13 +9,13 @@ from pathlib import Path
 
 from imrestore.data.layouts import TASKS
 from imrestore.errors import exit_on_error
-from imrestore.evaluation.evaluate import evaluate
+from imrestore.evaluation.evaluate import EvaluateSettings, evaluate
 from imrestore.params import load_params, stage_argument
 
 
 @exit_on_error
 def main(task: str) -> None:
-    metrics = evaluate(task, load_params(), weights_dir=Path("models") / task,
+    metrics = evaluate(EvaluateSettings.for_task(load_params(), task), weights_dir=Path("models") / task,
                        split_csv=Path("build/splits") / f"{TASKS[task]}.csv",
                        metrics_json=Path("metrics") / f"{task}.json", report_dir=Path("metrics") / task)
     print(f"{task}: PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f} on {metrics['n_images']} test images "

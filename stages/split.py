@@ -15,7 +15,7 @@ from imrestore.params import load_params, stage_argument
 
 @exit_on_error
 def main(dataset: str) -> None:
-    config = SplitConfig.from_params(dataset, load_params().get("split", {}).get(dataset))
+    config = SplitConfig.for_dataset(dataset, load_params().get("split", {}).get(dataset))
     table = assign_subsets(read_manifest(Path("build/manifest") / f"{dataset}.csv"), dataset, config)
     check_leakage(table)
     summary = split_summary(table, dataset, config)

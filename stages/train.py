@@ -9,12 +9,12 @@ from pathlib import Path
 
 from imrestore.errors import exit_on_error
 from imrestore.params import load_params, stage_argument
-from imrestore.training import TASKS, train
+from imrestore.training import TASKS, TrainConfig, train
 
 
 @exit_on_error
 def main(task: str) -> None:
-    train(task, load_params(), cache_dir=Path("build/patches") / TASKS[task],
+    train(TrainConfig.from_params(load_params(), task), cache_dir=Path("build/patches") / TASKS[task],
           checkpoint_dir=Path("build/checkpoints") / task, model_dir=Path("models") / task,
           live_dir=Path("dvclive") / task)
 

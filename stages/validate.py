@@ -7,7 +7,7 @@ from pathlib import Path
 
 from imrestore.acquire.sources import SourceConfig, expected_pairs
 from imrestore.data.layouts import DATASETS, layout_root
-from imrestore.data.validation import validate_dataset, validate_settings
+from imrestore.data.validation import ValidateConfig, validate_dataset
 from imrestore.errors import ImrestoreError, exit_on_error
 from imrestore.params import load_params, section, stage_argument
 
@@ -15,16 +15,16 @@ from imrestore.params import load_params, section, stage_argument
 @exit_on_error
 def main(dataset: str) -> None:
     params = load_params()
-    source = SourceConfig.from_params(dataset, section(params, f"download.{dataset}"))
-    expected, gopro_input = validate_settings(dataset, params.get("validate", {}).get(dataset), expected_pairs(source))
+    source = SourceConfig.for_dataset(dataset, section(params, f"download.{dataset}"))
+    settings = ValidateConfig.for_dataset(dataset, params.get("validate", {}).get(dataset))
     try:
         summary = validate_dataset(
             dataset,
             root=layout_root(Path("build/raw") / dataset, dataset),
-            expected_pairs=expected,
+            expected_pairs=settings.expected(expected_pairs(source)),
             manifest_path=Path("build/manifest") / f"{dataset}.csv",
             report_dir=Path("reports/validation") / dataset,
-            gopro_input=gopro_input,
+            gopro_input=settings.input_folder,
         )
     except ImrestoreError as error:
         other = next(name for name in DATASETS if name != dataset)

@@ -1,4 +1,4 @@
-"""A real HTTP server on 127.0.0.1 for tests and benchmarks, with faults that a real network produces.
+"""A real HTTP server on 127.0.0.1 for the tests, with faults that a real network produces.
 
 Tests of downloading code should talk to a real socket: mocks of `urlopen` cannot show whether a resumed
 transfer really sends `Range`, whether a connection closed mid-body is noticed, or how many bytes crossed
@@ -162,7 +162,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._cut(fault.reset)
 
     def _send_file(self, record: RequestRecord, body, offset: int, count: int) -> None:  # noqa: ANN001
-        # sendfile keeps the server out of the way when a benchmark measures the client.
+        # sendfile: the body goes from the file to the socket without passing through Python.
         sent = 0
         try:
             while sent < count:

@@ -23,7 +23,7 @@ RUN = '''
 import hashlib, json, os, sys
 from pathlib import Path
 import lightning as L
-from imrestore.training import train
+from imrestore.training import TrainConfig, train
 
 class Record(L.Callback):
     """Per rank: a hash of each batch it trained on and of its weights after each step."""
@@ -41,8 +41,8 @@ class Record(L.Callback):
 
 root = Path(sys.argv[1])
 params = json.loads((root / "params.json").read_text())
-train("denoise", params, cache_dir=root / "cache", checkpoint_dir=root / "ckpt", model_dir=root / "model",
-      live_dir=root / "live", callbacks=[Record(root)])
+train(TrainConfig.from_params(params, "denoise"), cache_dir=root / "cache", checkpoint_dir=root / "ckpt",
+      model_dir=root / "model", live_dir=root / "live", callbacks=[Record(root)])
 '''
 
 

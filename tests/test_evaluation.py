@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from skimage import data as skdata
 from skimage.metrics import peak_signal_noise_ratio
 
 from imrestore.errors import ImrestoreError
-from imrestore.evaluation.evaluate import evaluate, select_test_pairs, worst_crop
+from imrestore.evaluation.evaluate import EvaluateSettings, evaluate, select_test_pairs, worst_crop
 from imrestore.training import RestorationModule, export_weights
 from mat_builders import write_sidd_validation
 
@@ -67,8 +68,8 @@ def params_for(tmp_path: Path, **evaluate_overrides) -> dict:
 
 
 def run(tmp_path: Path, params: dict, weights: Path, split: Path, task: str = "denoise") -> dict:
-    return evaluate(task, params, weights_dir=weights, split_csv=split, metrics_json=tmp_path / "out" / f"{task}.json",
-                    report_dir=tmp_path / "out" / task, progress=False)
+    return evaluate(EvaluateSettings.for_task(params, task), weights_dir=weights, split_csv=split,
+                    metrics_json=tmp_path / "out" / f"{task}.json", report_dir=tmp_path / "out" / task, progress=False)
 
 
 def test_evaluation_writes_metrics_table_comparisons_and_benchmark(tmp_path):
@@ -173,14 +174,16 @@ def test_a_corrupt_image_stops_evaluation_and_leaves_nothing_behind(tmp_path):
 
 
 @pytest.mark.parametrize("override,message", [
-    ({"baselines": {"denoise": ["median"]}}, "median"),
-    ({"tile": 30}, "evaluate.tile must be null or a positive multiple of 4"),
-    ({"max_images": 0}, "evaluate.max_images must be an integer ≥ 1"),
-    ({"colour": True}, "unknown key evaluate.colour"),
+    ({"baselines": {"denoise": ["median"]}}, "params.yaml: evaluate.baselines must be names from identity, "
+                                             "nl_means, wavelet, tv for denoise, each once, found {'denoise': ['median']}"),
+    ({"baselines": {"denoise": ["tv", "tv"]}}, "params.yaml: evaluate.baselines must be names from"),
+    ({"tile": 30}, "params.yaml: evaluate.tile must be null or a multiple of 4 ≥ 4, found 30"),
+    ({"max_images": 0}, "params.yaml: evaluate.max_images must be null or an integer ≥ 1, found 0"),
+    ({"colour": True}, "params.yaml: unknown key evaluate.colour; expected one of baselines, benchmarks, "),
 ])
 def test_bad_evaluate_params_are_named(tmp_path, override, message):
     split = write_pairs(tmp_path / "pairs", count=1)
-    with pytest.raises(ImrestoreError, match=message):
+    with pytest.raises(ImrestoreError, match=f"^{re.escape(message)}"):
         run(tmp_path, params_for(tmp_path, **override), export_network(tmp_path / "m"), split)
 
 

@@ -16,7 +16,7 @@ from imrestore.evaluation.inference import InferenceConfig, restore_images
 from imrestore.evaluation.metrics import image_metrics, quantize
 from imrestore.models.network import ModelConfig, RestorationNet
 from imrestore.models.weights import load_network
-from imrestore.training import train
+from imrestore.training import TrainConfig, train
 from test_training import TINY_MODEL, noisy_cache
 
 pytestmark = pytest.mark.timeout(600)
@@ -52,8 +52,8 @@ def run(tmp_path, name: str, **train_settings) -> dict[str, torch.Tensor]:
         noisy_cache(cache)
     params = {"model": TINY_MODEL, "train": {"max_steps": 3, "steps_per_epoch": 3, "crop": 16, "batch_size": 2,
                                              "num_workers": 0, "accelerator": "cpu", **train_settings}}
-    train("denoise", params, cache_dir=cache, checkpoint_dir=tmp_path / name / "ckpt", model_dir=tmp_path / name,
-          live_dir=None)
+    train(TrainConfig.from_params(params, "denoise"), cache_dir=cache, checkpoint_dir=tmp_path / name / "ckpt",
+          model_dir=tmp_path / name, live_dir=None)
     return load_network(tmp_path / name).state_dict()
 
 
@@ -96,10 +96,11 @@ def test_compiled_training_matches_eager_exports_plain_weights_and_resumes(tmp_p
     dirs = {"cache_dir": cache, "checkpoint_dir": tmp_path / "killed" / "ckpt", "model_dir": tmp_path / "killed",
             "live_dir": None}
     with pytest.raises(Stop):
-        train("denoise", params, callbacks=[Kill()], **dirs)
-    resumed = train("denoise", params, **dirs)  # loads the step-2 checkpoint into a freshly compiled module
+        train(TrainConfig.from_params(params, "denoise"), callbacks=[Kill()], **dirs)
+    # loads the step-2 checkpoint into a freshly compiled module
+    resumed = train(TrainConfig.from_params(params, "denoise"), **dirs)
     assert resumed.trainer.global_step == 3
-    train("denoise", params, cache_dir=cache, checkpoint_dir=tmp_path / "whole" / "ckpt",
+    train(TrainConfig.from_params(params, "denoise"), cache_dir=cache, checkpoint_dir=tmp_path / "whole" / "ckpt",
           model_dir=tmp_path / "whole", live_dir=None)
     assert relative_change(load_network(tmp_path / "killed").state_dict(),
                                    load_network(tmp_path / "whole").state_dict()) < 1e-5

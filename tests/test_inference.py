@@ -3,6 +3,8 @@ self-ensemble is exact for an equivariant network."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from torch import nn
@@ -141,12 +143,15 @@ def test_bf16_autocast_is_close_to_float32():
 
 
 @pytest.mark.parametrize("settings,message", [
-    ({"tile": 250}, "tile must be null or a positive multiple of 4"),
-    ({"tile": 64, "overlap": 64}, "overlap must be smaller than tile"),
-    ({"overlap": 30}, "overlap must be a non-negative multiple of 4"),
-    ({"tile_batch": 0}, "tile_batch must be a positive integer"),
-    ({"precision": "fp16"}, "precision must be auto, bf16 or fp32"),
+    ({"tile": 250}, "params.yaml: evaluate.tile must be null or a multiple of 4 ≥ 4, found 250"),
+    ({"tile": 64, "overlap": 64}, "params.yaml: evaluate.overlap must be smaller than tile (64), found 64"),
+    ({"overlap": 30}, "params.yaml: evaluate.overlap must be a multiple of 4 ≥ 0, found 30"),
+    ({"tile_batch": 0}, "params.yaml: evaluate.tile_batch must be an integer ≥ 1, found 0"),
+    ({"precision": "fp16"}, "params.yaml: evaluate.precision must be one of 'auto', 'bf16', 'fp32', found 'fp16'"),
+    ({"self_ensemble": 1}, "params.yaml: evaluate.self_ensemble must be true or false, found 1"),
 ])
 def test_bad_settings_are_named(settings, message):
-    with pytest.raises(ImrestoreError, match=message):
-        InferenceConfig.from_params(settings, "params.yaml: evaluate")
+    with pytest.raises(ImrestoreError, match=f"^{re.escape(message)}$"):
+        InferenceConfig.from_params(settings)
+    with pytest.raises(ImrestoreError, match=re.escape(message.split(" must ")[1])):
+        InferenceConfig(**{**{"tile": 256, "overlap": 32}, **settings})  # built directly: the same checks

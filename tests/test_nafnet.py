@@ -103,14 +103,14 @@ def test_tiles_on_nafnets_grid_and_a_tile_off_it_is_refused():
 
 
 def test_training_nafnet_exports_weights_that_rebuild_nafnet(tmp_path):
-    from imrestore.training import train
+    from imrestore.training import TrainConfig, train
 
     clean = torch.rand(12, 24, 24, 3).mul(255).to(torch.uint8).numpy()
     noisy = (clean.astype(int) + torch.randint(-20, 21, clean.shape).numpy()).clip(0, 255).astype("uint8")
     cache = write_cache(tmp_path / "cache", {"train": (noisy, clean), "val": (noisy[:4], clean[:4])})
     params = {"model": {"arch": "nafnet", "nafnet": {"width": 4, "enc_blocks": [1, 1], "dec_blocks": [1, 1]}},
               "train": {"max_steps": 3, "steps_per_epoch": 3, "crop": 16, "batch_size": 2, "num_workers": 0}}
-    module = train("denoise", params, cache_dir=cache, checkpoint_dir=tmp_path / "ckpt",
+    module = train(TrainConfig.from_params(params, "denoise"), cache_dir=cache, checkpoint_dir=tmp_path / "ckpt",
                    model_dir=tmp_path / "model", live_dir=None)
     assert module.trainer.global_step == 3
     net = load_network(tmp_path / "model")

@@ -47,6 +47,93 @@ def test_bad_params_files_are_named(tmp_path) -> None:
         load_params(tmp_path / "list.yaml")
 
 
+# ----------------------------------------------------------------------------- sections: one parser for all
+
+
+def parse_every_section(params: dict) -> list:
+    """Every section of params.yaml, parsed as the stages parse it (for both datasets and both tasks)."""
+    from imrestore.acquire.sources import SourceConfig
+    from imrestore.data.layouts import DATASETS, TASKS
+    from imrestore.data.patches import PatchGeometry
+    from imrestore.data.split import SplitConfig
+    from imrestore.data.validation import ValidateConfig
+    from imrestore.evaluation.evaluate import EvaluateSettings
+    from imrestore.training import TrainConfig
+
+    parsed = []
+    for dataset in DATASETS:
+        parsed += [SourceConfig.for_dataset(dataset, params["download"][dataset]),
+                   ValidateConfig.for_dataset(dataset, params["validate"][dataset]),
+                   SplitConfig.for_dataset(dataset, params["split"][dataset])]
+    for task in TASKS:
+        parsed += [TrainConfig.from_params(params, task), EvaluateSettings.for_task(params, task)]
+    return parsed
+
+
+def leaves(node, path=()):
+    if isinstance(node, dict) and node:
+        for key, value in node.items():
+            yield from leaves(value, (*path, key))
+    else:
+        yield path
+
+
+def test_every_key_of_params_yaml_is_checked_and_named_in_one_format() -> None:
+    """A value no rule accepts, put in each leaf of params.yaml in turn, is refused with
+    `params.yaml: <that key or its section> must be …` (or, for a key with a cross-key rule, the key it breaks)."""
+    params = load_params(REPO / "params.yaml")
+    assert parse_every_section(params)
+    checked = 0
+    for path in leaves(params):
+        if path[:2] in {("train", "per_task")}:
+            continue  # per-task mappings are empty by default; test_a_per_task_value_fills… covers them
+        broken = json.loads(json.dumps(params))
+        node = broken
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = [[1]]  # no section takes a list of lists anywhere
+        with pytest.raises(ImrestoreError) as refused:
+            parse_every_section(broken)
+        message = str(refused.value)
+        dotted = ".".join(path)
+        named = message.removeprefix("params.yaml: ").split(" must be ")[0]
+        assert message.startswith("params.yaml: ") and " must be " in message and dotted.startswith(named), message
+        assert message.endswith("found [[1]]") or "baselines" in dotted, message
+        checked += 1
+    assert checked > 60  # every section's keys, not a few
+
+
+def test_a_section_built_directly_is_checked_like_one_from_params() -> None:
+    from imrestore.models.network import ModelConfig
+    from imrestore.training import OptimConfig, TrainSettings
+
+    with pytest.raises(ImrestoreError, match=r"^params\.yaml: model\.blocks must be an integer ≥ 1, found 0$"):
+        ModelConfig(blocks=0)
+    with pytest.raises(ImrestoreError, match=r"^params\.yaml: train\.optim\.lr must be a number > 0, found -1$"):
+        OptimConfig(lr=-1)
+    assert OptimConfig(lr=1).lr == 1.0 and isinstance(OptimConfig(lr=1).lr, float)  # `lr: 1` is the number 1.0
+    assert TrainSettings(max_steps=7).optim.max_steps == 7  # the schedule spans the run, however it was built
+
+
+def test_a_nested_unknown_key_lists_the_keys_allowed_there() -> None:
+    from imrestore.models.network import ModelConfig
+
+    with pytest.raises(ImrestoreError, match=r"^params\.yaml: unknown key model\.nafnet\.depth; expected one of "
+                                             r"dec_blocks, enc_blocks, middle_blocks, width$"):
+        ModelConfig.from_params({"nafnet": {"depth": 3}})
+    with pytest.raises(ImrestoreError, match=r"^models/x/config\.json: model\.nafnet\.width must be an integer ≥ 1, "
+                                             r"found 0$"):
+        ModelConfig.from_params({"nafnet": {"width": 0}}, origin="models/x/config.json")
+
+
+def test_a_required_key_that_is_missing_says_so() -> None:
+    from imrestore.acquire.sources import SourceConfig
+
+    with pytest.raises(ImrestoreError, match=r"^params\.yaml: download\.sidd\.source must be 'sample', a URL or a "
+                                             r"path, found nothing$"):
+        SourceConfig.for_dataset("sidd", {"sha256": None})
+
+
 # ----------------------------------------------------------------------------- presets, composed from conf/
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,44 +148,45 @@ def test_the_committed_params_yaml_is_what_conf_composes_to() -> None:
 
 @pytest.mark.parametrize("task", ["deblur", "denoise"])
 def test_each_preset_composes_its_values_into_the_train_section(task) -> None:
-    cpu = TrainSettings.from_params(parse_yaml(compose(REPO))["train"], task)
-    paper = TrainSettings.from_params(parse_yaml(compose(REPO, ["train=paper"]))["train"], task)
-    full = TrainSettings.from_params(parse_yaml(compose(REPO, ["train=full"]))["train"], task)
+    cpu = TrainSettings.for_task(parse_yaml(compose(REPO))["train"], task)
+    paper = TrainSettings.for_task(parse_yaml(compose(REPO, ["train=paper"]))["train"], task)
+    full = TrainSettings.for_task(parse_yaml(compose(REPO, ["train=full"]))["train"], task)
     steps, step_size = PAPER[task]
-    assert (paper[0].crop, paper[0].batch_size, paper[0].max_steps) == (128, 8, steps)
-    assert (paper[1].loss, paper[1].optimizer, paper[1].lr, paper[1].scheduler, paper[1].step_size) == \
+    assert (paper.crop, paper.batch_size, paper.max_steps, paper.optim.max_steps) == (128, 8, steps, steps)
+    assert (paper.optim.loss, paper.optim.optimizer, paper.optim.lr, paper.optim.scheduler, paper.optim.step_size) == \
         ("mse", "adam", 0.01, "step", step_size)
-    assert (full[0].crop, full[0].batch_size, full[0].compile, full[1].lr) == (256, 32, True, 1e-3)
-    assert (cpu[0].crop, cpu[0].max_steps, cpu[1].lr) == (64, 600, 2e-3)
-    assert paper[0].seed == full[0].seed == cpu[0].seed, "a preset changes only what it names"
+    assert (full.crop, full.batch_size, full.compile, full.optim.lr) == (256, 32, True, 1e-3)
+    assert (cpu.crop, cpu.max_steps, cpu.optim.lr) == (64, 600, 2e-3)
+    assert paper.seed == full.seed == cpu.seed, "a preset changes only what it names"
 
 
 def test_a_per_task_value_fills_a_null_and_a_key_set_twice_is_refused() -> None:
     train = {"max_steps": None, "crop": 64, "optim": {"lr": 1e-3, "step_size": None},
-             "per_task": {"deblur": {"max_steps": 7, "optim": {"step_size": 3}}, "denoise": {}}}
-    settings, optim = TrainSettings.from_params(train, "deblur")
-    assert (settings.max_steps, optim.step_size, optim.lr) == (7, 3, 1e-3)
-    with pytest.raises(ImrestoreError, match=r"train.max_steps must be a positive integer, found None"):
-        TrainSettings.from_params(train, "denoise")  # nothing fills it
+             "per_task": {"deblur": {"max_steps": 7, "optim": {"step_size": 3}},
+                          "denoise": {"optim": {"step_size": 5}}}}
+    settings = TrainSettings.for_task(train, "deblur")
+    assert (settings.max_steps, settings.optim.step_size, settings.optim.lr) == (7, 3, 1e-3)
+    with pytest.raises(ImrestoreError, match=r"^params\.yaml: train\.max_steps must be an integer ≥ 1, found None$"):
+        TrainSettings.for_task(train, "denoise")  # nothing fills it
     twice = {**train, "max_steps": 50}
     with pytest.raises(ImrestoreError, match=r"train.max_steps is 50 and train.per_task.deblur.max_steps is 7; "
                                              r"set one of them and null the other"):
-        TrainSettings.from_params(twice, "deblur")
+        TrainSettings.for_task(twice, "deblur")
     nested = {**train, "optim": {"step_size": 9}}
     with pytest.raises(ImrestoreError, match=r"train.optim.step_size is 9 and train.per_task.deblur.optim"):
-        TrainSettings.from_params(nested, "deblur")
+        TrainSettings.for_task(nested, "deblur")
     for per_task, message in (({"deblr": {}}, r"unknown key train.per_task.deblr; expected one of deblur, denoise"),
                               ({"deblur": {"crops": 1}}, r"unknown key train.per_task.deblur.crops; expected one "
                                                          r"of .*batch_size"),
                               ({"deblur": {"optim": {"rate": 1}}}, r"unknown key train.per_task.deblur.optim.rate"),
                               ({"deblur": 5}, r"train.per_task.deblur must be a mapping of train keys, found 5")):
         with pytest.raises(ImrestoreError, match=message):
-            TrainSettings.from_params({"per_task": per_task}, "deblur")
+            TrainSettings.for_task({"per_task": per_task}, "deblur")
 
 
 def test_the_retired_preset_key_says_what_replaced_it() -> None:
     with pytest.raises(ImrestoreError, match=r"train.preset is retired: .*dvc exp run -S train=<name>"):
-        TrainSettings.from_params({"preset": "paper"}, "deblur")
+        TrainSettings.for_task({"preset": "paper"}, "deblur")
     with pytest.raises(ImrestoreError, match=r"-S train.preset=paper: train.preset is retired"):
         compose(REPO, ["train.preset=paper"])
     with pytest.raises(ImrestoreError, match=r"cannot compose params.yaml: .*Could not find 'train/papr'"):
@@ -110,8 +198,8 @@ import json, sys
 from imrestore.params import load_params
 from imrestore.training import TrainSettings
 
-settings, optim = TrainSettings.from_params(load_params()["train"], "deblur")
-json.dump({"lr": optim.lr, "max_steps": settings.max_steps, "loss": optim.loss}, open("record.json", "w"))
+train = TrainSettings.for_task(load_params()["train"], "deblur")
+json.dump({"lr": train.optim.lr, "max_steps": train.max_steps, "loss": train.optim.loss}, open("record.json", "w"))
 """
 
 

@@ -298,10 +298,12 @@ def test_a_patch_larger_than_an_image_names_the_param_to_lower(split):
 
 
 def test_the_patch_side_is_crop_size_and_the_old_name_is_explained():
-    from imrestore.data.patches import patch_geometry
+    from imrestore.data.patches import PatchGeometry
 
-    assert patch_geometry({"crop_size": 64, "step": 32, "thresh_size": 0}, "patches.sidd") == {
-        "size": 64, "step": 32, "thresh_size": 0}
+    geometry = PatchGeometry.for_dataset("sidd", {"crop_size": 64, "step": 32, "thresh_size": 0})
+    assert geometry.keywords() == {"size": 64, "step": 32, "thresh_size": 0}
     with pytest.raises(ImrestoreError, match=r"patches\.sidd\.size is now patches\.sidd\.crop_size: DVC's run-cache "
                                              r"ignores every param named `size`"):
-        patch_geometry({"size": 64, "step": 32, "thresh_size": 0}, "patches.sidd")
+        PatchGeometry.for_dataset("sidd", {"size": 64, "step": 32, "thresh_size": 0})
+    with pytest.raises(ImrestoreError, match=r"^params\.yaml: patches\.sidd\.step must be an integer ≥ 1, found nothing$"):
+        PatchGeometry.for_dataset("sidd", {"crop_size": 64, "thresh_size": 0})

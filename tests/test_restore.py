@@ -225,3 +225,13 @@ def test_mistakes_are_named_before_anything_heavy_is_loaded(tmp_path):
     typo = imrestore("restore", str(source), "--task", "denoise", "--weights", "modles/denoise", "--out", "o",
                      cwd=tmp_path)
     assert "--weights modles/denoise does not exist" in typo.stderr
+
+
+def test_a_bad_flag_is_named_as_the_user_typed_it(tmp_path):
+    source = photo(tmp_path / "shot.png")
+    for flags, message in ((["--tile-batch", "0"], "error: imrestore restore: --tile-batch must be an integer ≥ 1, "
+                                                   "found 0"),
+                           (["--tile", "250"], "error: imrestore restore: --tile must be null or a multiple of 4 ≥ 4, "
+                                               "found 250")):
+        result = imrestore("restore", str(source), "--task", "denoise", "--out", "o", *flags, cwd=tmp_path)
+        assert result.returncode == 1 and result.stderr.strip() == message

@@ -116,19 +116,22 @@ def test_configs_default_and_expected_pairs():
 @pytest.mark.parametrize(
     ("cls", "params", "message"),
     [
-        (sample.GoproSampleConfig, {"frames": 8}, r"^download\.gopro\.sample\.frames: unknown parameter"),
+        (sample.GoproSampleConfig, {"frames": 8}, r"^params\.yaml: unknown key download\.gopro\.sample\.frames; "
+                                                  r"expected one of .*frames_per_sequence"),
         (sample.GoproSampleConfig, {"frames_per_sequence": 0},
-         r"^download\.gopro\.sample\.frames_per_sequence: expected an integer ≥ 1 .*found 0$"),
-        (sample.GoproSampleConfig, {"seed": -1}, r"\.seed: expected an integer ≥ 0, found -1$"),
-        (sample.GoproSampleConfig, {"width": "640"}, r"\.width: expected an integer .*found '640'$"),
-        (sample.GoproSampleConfig, {"height": 360.0}, r"\.height: expected an integer .*found 360\.0$"),
-        (sample.GoproSampleConfig, {"train_sequences": True}, r"\.train_sequences: .*found True$"),
-        (sample.GoproSampleConfig, {"shake_px": -0.5}, r"\.shake_px: expected a number ≥ 0\.0"),
+         r"^params\.yaml: download\.gopro\.sample\.frames_per_sequence must be an integer ≥ 1 .*found 0$"),
+        (sample.GoproSampleConfig, {"seed": -1}, r"\.seed must be an integer ≥ 0, found -1$"),
+        (sample.GoproSampleConfig, {"width": "640"}, r"\.width must be an integer .*found '640'$"),
+        (sample.GoproSampleConfig, {"height": 360.0}, r"\.height must be an integer .*found 360\.0$"),
+        (sample.GoproSampleConfig, {"train_sequences": True}, r"\.train_sequences must be .*found True$"),
+        (sample.GoproSampleConfig, {"shake_px": -0.5}, r"\.shake_px must be a number ≥ 0\.0"),
         (sample.GoproSampleConfig, {"min_subframes": 9, "max_subframes": 7},
-         r"\.max_subframes: expected an integer ≥ min_subframes \(9\), found 7$"),
-        (sample.SiddSampleConfig, {"scene": 3}, r"^download\.gopro\.sample\.scene: unknown parameter"),
-        (sample.SiddSampleConfig, {"instances_per_scene": 0}, r"\.instances_per_scene: expected an integer ≥ 1"),
-        (sample.SiddSampleConfig, [1, 2], r"^download\.gopro\.sample: expected a mapping"),
+         r"\.max_subframes must be an integer ≥ min_subframes \(9\), found 7$"),
+        (sample.SiddSampleConfig, {"scene": 3}, r"^params\.yaml: unknown key download\.gopro\.sample\.scene"),
+        (sample.SiddSampleConfig, {"instances_per_scene": 0}, r"\.instances_per_scene must be an integer ≥ 1"),
+        (sample.SiddSampleConfig, {"scenes": 100, "instances_per_scene": 100},
+         r"\.instances_per_scene must be at most 99, so that scenes × instances_per_scene ≤ 9999 .*found 100$"),
+        (sample.SiddSampleConfig, [1, 2], r"^params\.yaml: download\.gopro\.sample must be a mapping of height, "),
     ],
 )
 def test_from_params_rejects_bad_input_naming_the_key(cls, params, message):

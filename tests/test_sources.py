@@ -32,7 +32,7 @@ def files_of(root: Path) -> dict[str, bytes]:
 
 
 def config(dataset: str, source: str, sha256: str | None = None, mirrors=()) -> SourceConfig:
-    return SourceConfig.from_params(dataset, {"source": source, "sha256": sha256, "mirrors": list(mirrors)})
+    return SourceConfig.for_dataset(dataset, {"source": source, "sha256": sha256, "mirrors": list(mirrors)})
 
 
 def test_url_source_resumes_a_cut_transfer_and_unpacks_byte_exact(tmp_path, http_server):
@@ -118,12 +118,13 @@ def test_an_archive_larger_than_the_dataset_cap_names_the_param(tmp_path):
     sha = zip_tree(files, tmp_path / "GOPRO_Large.zip")
     section = {"source": str(tmp_path / "GOPRO_Large.zip"), "sha256": sha, "max_unpacked_gib": 1e-6}
     with pytest.raises(ImrestoreError, match=r"above the limit of 1\.0 KiB.*download\.gopro\.max_unpacked_gib in params\.yaml"):
-        acquire(SourceConfig.from_params("gopro", section), tmp_path / "raw" / "gopro", progress=False)
+        acquire(SourceConfig.for_dataset("gopro", section), tmp_path / "raw" / "gopro", progress=False)
 
 
 def test_an_unquoted_digit_hash_in_params_says_to_quote_it():
-    with pytest.raises(ImrestoreError, match=r"download\.gopro\.sha256 must be a quoted string .* found the int 123"):
-        SourceConfig.from_params("gopro", {"source": "https://example.org/a.zip", "sha256": 123})
+    with pytest.raises(ImrestoreError, match=r"download\.gopro\.sha256 must be null or a quoted string of 64 hex digits \(YAML reads an unquoted "
+                                             r"hash of digits as a number, so quote it\), found 123"):
+        SourceConfig.for_dataset("gopro", {"source": "https://example.org/a.zip", "sha256": 123})
 
 
 def test_hostile_archive_is_refused_and_leaves_nothing(tmp_path):
@@ -153,7 +154,7 @@ def test_local_folder_is_copied_byte_exact(tmp_path):
     ("section", "message"),
     [
         ({"source": "sample", "colour": 1}, "unknown key download.gopro.colour"),
-        ({"source": "sample", "sha256": "abc"}, "download.gopro.sha256 must be 64 hex digits, found 'abc'"),
+        ({"source": "sample", "sha256": "abc"}, "download.gopro.sha256 must be null or a quoted string of 64 hex digits"),
         ({"source": ""}, "download.gopro.source must be 'sample', a URL or a path"),
         ({"source": "ftp://host/x.zip"}, "unsupported scheme 'ftp'"),
         ({"source": "/nowhere/GOPRO_Large.zip"}, "/nowhere/GOPRO_Large.zip does not exist"),
@@ -161,4 +162,4 @@ def test_local_folder_is_copied_byte_exact(tmp_path):
 )
 def test_bad_source_params_are_named(tmp_path, section, message):
     with pytest.raises(ImrestoreError, match=message.replace(".", r"\.").replace("(", r"\(")):
-        acquire(SourceConfig.from_params("gopro", section), tmp_path / "raw" / "gopro", progress=False)
+        acquire(SourceConfig.for_dataset("gopro", section), tmp_path / "raw" / "gopro", progress=False)

@@ -1,4 +1,5 @@
 import itertools
+import re
 
 import pandas as pd
 import pytest
@@ -91,15 +92,15 @@ def test_leaks_are_named():
 @pytest.mark.parametrize(
     ("dataset", "section", "message"),
     [
-        ("sidd", {"test_fraction": 1.5}, "split.sidd.test_fraction must be a number in [0, 1), found 1.5"),
-        ("sidd", {"group_by": "camera"}, "split.sidd.group_by must be one of scene, instance, found 'camera'"),
+        ("sidd", {"test_fraction": 1.5}, "params.yaml: split.sidd.test_fraction must be a number ≥ 0 and < 1, found 1.5"),
+        ("sidd", {"group_by": "camera"}, "params.yaml: split.sidd.group_by must be one of 'scene', 'instance', found 'camera'"),
         ("gopro", {"test_fraction": 0.2}, "unknown key split.gopro.test_fraction"),
         ("sidd", {"seed": "x"}, "split.sidd.seed must be an integer, found 'x'"),
     ],
 )
 def test_bad_split_params_are_named(dataset, section, message):
-    with pytest.raises(ImrestoreError, match=message.replace(".", r"\.").replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
-        SplitConfig.from_params(dataset, section)
+    with pytest.raises(ImrestoreError, match=re.escape(message)):
+        SplitConfig.for_dataset(dataset, section)
 
 
 def test_a_split_that_leaves_too_few_groups_is_a_clear_error():

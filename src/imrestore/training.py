@@ -10,14 +10,15 @@ Trainer's (see `build_trainer`); batches are the data module's.
 
 from __future__ import annotations
 
-import logging
+import dataclasses
 import json
+import logging
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
@@ -28,7 +29,11 @@ from imrestore import atomic
 from imrestore.data.layouts import TASKS
 from imrestore.errors import ImrestoreError
 from imrestore.models.network import ModelConfig, build_network
-from imrestore.params import reject_unknown
+from imrestore.params import (BOOLEAN, TEXT, Section, choice, either, given, integer, invalid, nested, number,
+                              optional, param, reject_unknown)
+
+if TYPE_CHECKING:  # imported where used: the patch cache's module is train()'s, not the LightningModule's
+    from imrestore.data.patches import PatchGeometry
 
 LOSSES = ("mse", "l1", "charbonnier", "psnr")
 OPTIMIZERS = ("adamw", "adam")
@@ -38,38 +43,21 @@ PSNR_LOSS_SCALE = 10 / math.log(10)
 
 
 @dataclass(frozen=True)
-class OptimConfig:
+class OptimConfig(Section):
     """How the network learns: the `train.optim` section of params.yaml."""
 
-    loss: str = "psnr"
-    optimizer: str = "adamw"
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    scheduler: str = "cosine"
-    warmup_steps: int = 0
-    step_size: int = 1000  # StepLR: the paper's 1000 (GoPro) / 500 (SIDD) steps
-    gamma: float = 0.5
-    max_steps: int = 100
-    min_lr_ratio: float = 0.01  # cosine decays to lr · min_lr_ratio
+    SECTION = "train.optim"
 
-    @classmethod
-    def from_params(cls, mapping: dict | None, where: str = "train.optim") -> OptimConfig:
-        mapping = dict(mapping or {})
-        allowed = {f.name for f in fields(cls)}
-        reject_unknown(mapping, allowed, where)
-        config = cls(**mapping)
-        for key, choices in (("loss", LOSSES), ("optimizer", OPTIMIZERS), ("scheduler", SCHEDULERS)):
-            if getattr(config, key) not in choices:
-                raise ImrestoreError(f"params.yaml: {where}.{key} must be one of {', '.join(choices)}, found {getattr(config, key)!r}")
-        for key in ("lr", "gamma"):
-            value = getattr(config, key)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-                raise ImrestoreError(f"params.yaml: {where}.{key} must be a positive number, found {value!r}")
-        for key in ("warmup_steps", "step_size", "max_steps"):
-            value = getattr(config, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < (0 if key == "warmup_steps" else 1):
-                raise ImrestoreError(f"params.yaml: {where}.{key} must be a whole number of steps, found {value!r}")
-        return config
+    loss: str = param("psnr", choice(*LOSSES))
+    optimizer: str = param("adamw", choice(*OPTIMIZERS))
+    lr: float = param(2e-3, number(above=0))
+    weight_decay: float = param(1e-4, number(minimum=0))
+    scheduler: str = param("cosine", choice(*SCHEDULERS))
+    warmup_steps: int = param(0, integer(minimum=0))
+    step_size: int = param(1000, integer(minimum=1))  # StepLR: the paper's 1000 (GoPro) / 500 (SIDD) steps
+    gamma: float = param(0.5, number(above=0))
+    max_steps: int = given(100)  # the run's length (train.max_steps), which the cosine schedule spans
+    min_lr_ratio: float = param(0.01, number(minimum=0, maximum=1))  # cosine decays to lr · min_lr_ratio
 
 
 def restoration_loss(name: str, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -107,7 +95,7 @@ class RestorationModule(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()  # plain dicts: a checkpoint rebuilds the module from them
         self.model_config = ModelConfig.from_params(model)
-        self.optim_config = OptimConfig.from_params(optim)
+        self.optim_config = OptimConfig(**optim)
         self.channels_last = channels_last
         self.net = build_network(self.model_config)
         if channels_last:
@@ -171,44 +159,53 @@ def export_weights(module: RestorationModule, out_dir: Path, task: str | None = 
 LAST_CHECKPOINT = "last.ckpt"  # the newest training state, which an interrupted run resumes from
 RUN_FILE = "run.json"  # beside the checkpoints: what they were trained for, so a changed run never resumes them
 
-@dataclass(frozen=True)
-class TrainSettings:
-    """The `train` section of params.yaml for one task (optimisation lives in `optim`). Presets are data:
-    conf/train/<preset>.yaml, composed into params.yaml (imrestore.params), so these are the values DVC records."""
+AUTO_OR_BOOLEAN = choice("auto", True, False)
+STEPS = integer(minimum=1)
 
-    seed: int = 0
-    crop: int = 64
-    batch_size: int = 4
-    max_steps: int = 600
-    steps_per_epoch: int = 100  # validation and checkpoint cadence
-    val_crop: int | None = 64  # centre crops of the val patches (at most the patch size); None: whole patches
-    num_workers: int = 2
-    device_cache: str | bool = "auto"
-    dihedral: bool = True
-    color_jitter: float = 0.0
-    gradient_clip: float = 1.0
-    ema_decay: float = 0.0  # 0: off
-    precision: str = "auto"  # auto: bf16-mixed on GPU, 32-true on CPU
-    channels_last: str | bool = "auto"  # auto: on GPU
-    compile: bool = False
-    deterministic: str | bool = "auto"  # auto: strict on CPU, warn on GPU (some CUDA kernels have no deterministic form)
-    accelerator: str = "auto"
-    devices: str | int = "auto"
-    num_nodes: int = 1
-    strategy: str = "auto"
+
+@dataclass(frozen=True)
+class TrainSettings(Section):
+    """The `train` section of params.yaml for one task (`for_task`). Presets are data: conf/train/<preset>.yaml,
+    composed into params.yaml (imrestore.params), so these are the values DVC records."""
+
+    SECTION = "train"
+
+    seed: int = param(0, integer())
+    crop: int = param(64, STEPS)
+    batch_size: int = param(4, STEPS)
+    max_steps: int = param(600, STEPS)
+    steps_per_epoch: int = param(100, STEPS)  # validation and checkpoint cadence
+    # centre crops of the val patches (at most the patch size); None: whole patches
+    val_crop: int | None = param(64, optional(integer(minimum=1)))
+    num_workers: int = param(2, integer(minimum=0))
+    device_cache: str | bool = param("auto", AUTO_OR_BOOLEAN)
+    dihedral: bool = param(True, BOOLEAN)
+    color_jitter: float = param(0.0, number(minimum=0))
+    gradient_clip: float = param(1.0, number(minimum=0))  # 0: off
+    ema_decay: float = param(0.0, number(minimum=0, below=1))  # 0: off
+    # auto: bf16-mixed on GPU, 32-true on CPU; else what Lightning takes ("bf16-mixed", "16-mixed", 32, …)
+    precision: str | int = param("auto", either(TEXT, choice(16, 32, 64)))
+    channels_last: str | bool = param("auto", AUTO_OR_BOOLEAN)  # auto: on GPU
+    compile: bool = param(False, BOOLEAN)
+    # auto: strict on CPU, warn on GPU (some CUDA kernels have no deterministic form)
+    deterministic: str | bool = param("auto", choice("auto", "warn", True, False))
+    accelerator: str = param("auto", TEXT)
+    devices: str | int = param("auto", either(integer(minimum=-1), TEXT))  # as Lightning takes them
+    num_nodes: int = param(1, STEPS)
+    strategy: str = param("auto", TEXT)
+    optim: OptimConfig = nested(OptimConfig)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.optim.max_steps != self.max_steps:  # the schedule spans the run, whoever built the settings
+            object.__setattr__(self, "optim", dataclasses.replace(self.optim, max_steps=self.max_steps))
 
     @classmethod
-    def from_params(cls, section: dict | None, task: str) -> tuple[TrainSettings, OptimConfig]:
-        section = with_task_values(section or {}, task)
-        optim = section.pop("optim", None) or {}
-        allowed = {f.name for f in fields(cls)} | {"optim"}  # optim is read above; listed so messages name it
-        reject_unknown(section, allowed, "train")
-        settings = cls(**section)
-        for key in ("crop", "batch_size", "max_steps", "steps_per_epoch", "num_nodes"):
-            value = getattr(settings, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ImrestoreError(f"params.yaml: train.{key} must be a positive integer, found {value!r}")
-        return settings, OptimConfig.from_params({**optim, "max_steps": settings.max_steps})
+    def for_task(cls, section: Any, task: str) -> TrainSettings:
+        """`train` for `task`: `train.per_task.<task>` fills the keys `train` leaves null."""
+        if section is not None and not isinstance(section, dict):
+            raise invalid("params.yaml: train", "a mapping", section)
+        return cls.from_params(with_task_values(section or {}, task))
 
 
 def with_task_values(section: dict[str, Any], task: str) -> dict[str, Any]:
@@ -225,9 +222,9 @@ def with_task_values(section: dict[str, Any], task: str) -> dict[str, Any]:
     reject_unknown(per_task, set(TASKS), "train.per_task")
     own, where = per_task.get(task) or {}, f"train.per_task.{task}"
     if isinstance(own, dict):  # named here, not as `train.<key>` after the merge
-        reject_unknown(own, {f.name for f in fields(TrainSettings)} | {"optim"}, where)
+        reject_unknown(own, TrainSettings.keys(), where)
         if isinstance(own.get("optim"), dict):
-            reject_unknown(own["optim"], {f.name for f in fields(OptimConfig)} - {"max_steps"}, f"{where}.optim")
+            reject_unknown(own["optim"], OptimConfig.keys(), f"{where}.optim")
     return _fill_nulls(section, own, "train", where)
 
 
@@ -349,28 +346,46 @@ def build_trainer(settings: TrainSettings, checkpoint_dir: Path, live_dir: Path 
     )
 
 
-def train(task: str, params: dict, cache_dir: Path, checkpoint_dir: Path, model_dir: Path,
-          live_dir: Path | None, callbacks: Sequence[L.Callback] = ()) -> RestorationModule:
-    """Train `task` on its patch cache, resuming from `checkpoint_dir` when it holds this same run.
+@dataclass(frozen=True)
+class TrainConfig:
+    """What train@<task> reads from params.yaml, parsed: the model, the `train` section for the task, and the
+    patch geometry its cache must have been cut with (None: not checked, for callers outside the pipeline)."""
+
+    task: str
+    model: ModelConfig
+    train: TrainSettings
+    patches: PatchGeometry | None = None
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any], task: str) -> TrainConfig:
+        from imrestore.data.patches import PatchGeometry
+
+        if task not in TASKS:
+            raise ImrestoreError(f"unknown task {task!r}: expected one of {', '.join(TASKS)}")
+        geometry = (params.get("patches") or {}).get(TASKS[task])
+        return cls(task, ModelConfig.from_params(params.get("model")),
+                   TrainSettings.for_task(params.get("train"), task),
+                   None if geometry is None else PatchGeometry.for_dataset(TASKS[task], geometry))
+
+
+def train(config: TrainConfig, cache_dir: Path, checkpoint_dir: Path, model_dir: Path, live_dir: Path | None,
+          callbacks: Sequence[L.Callback] = ()) -> RestorationModule:
+    """Train `config.task` on its patch cache, resuming from `checkpoint_dir` when it holds this same run.
 
     `callbacks` join the Trainer's own (benchmarks/training_curve.py measures the test PSNR through one)."""
     from imrestore.data.datamodule import RestorationDataModule
     from imrestore.data.patches import check_geometry_matches, read_meta
 
-    if task not in TASKS:
-        raise ImrestoreError(f"unknown task {task!r}: expected one of {', '.join(TASKS)}")
-    settings, optim = TrainSettings.from_params(params.get("train"), task)
-    model = ModelConfig.from_params(params.get("model"))
+    task, settings, optim, model = config.task, config.train, config.train.optim, config.model
     L.seed_everything(settings.seed, workers=True)
     cuda = _cuda_run(settings)
     channels_last = settings.channels_last if settings.channels_last != "auto" else cuda
-    module = RestorationModule(model.to_params(), optim.__dict__, channels_last=bool(channels_last))
+    module = RestorationModule(model.to_params(), dataclasses.asdict(optim), channels_last=bool(channels_last))
     if settings.compile:
         module.net = torch.compile(module.net)
     cache = read_meta(Path(cache_dir))  # also a clear error when the cache is missing
-    geometry = (params.get("patches") or {}).get(TASKS[task])
-    if geometry is not None:  # the stage passes all of params.yaml; a cache cut otherwise is refused
-        check_geometry_matches(cache, geometry, Path(cache_dir), f"patches.{TASKS[task]}")
+    if config.patches is not None:  # the stage's: a cache cut with other geometry is refused
+        check_geometry_matches(cache, config.patches, Path(cache_dir), f"patches.{TASKS[task]}")
     val_crop = min(settings.val_crop, cache["size"]) if settings.val_crop else None
     data = RestorationDataModule(cache_dir, crop=settings.crop, batch_size=settings.batch_size, val_crop=val_crop,
                                  steps_per_epoch=settings.steps_per_epoch, num_workers=settings.num_workers,
@@ -379,7 +394,7 @@ def train(task: str, params: dict, cache_dir: Path, checkpoint_dir: Path, model_
 
     # Everything the checkpoints depend on: params, data, the tensors' names and shapes, and the training code
     # itself. A checkpoint of anything else is never resumed; resuming is for runs that were interrupted.
-    run = {"task": task, "model": model.to_params(), "train": {**settings.__dict__, "optim": optim.__dict__},
+    run = {"task": task, "model": model.to_params(), "train": dataclasses.asdict(settings),
            "cache": cache["subsets"],
            "tensors": {name: list(t.shape) for name, t in module.net.state_dict().items()},
            "code": training_code_digest()}

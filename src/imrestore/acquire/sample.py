@@ -9,7 +9,6 @@ for any number of worker processes.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import importlib.resources
 import math
@@ -17,9 +16,9 @@ import multiprocessing
 import os
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -27,6 +26,7 @@ from PIL import Image
 from imrestore import atomic
 from imrestore.acquire import degradations as deg
 from imrestore.errors import ImrestoreError
+from imrestore.params import Section, integer, number, param
 from imrestore.progress import progress_bar
 
 # scikit-image data file → credit and licence, in the order the sample uses them.
@@ -133,82 +133,30 @@ def photo_sizes(photo_dir: Path) -> dict[str, tuple[int, int]]:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _bound(minimum: float | None = None, maximum: float | None = None) -> dict[str, float | None]:
-    return {"min": minimum, "max": maximum}
-
-
-def _check_value(where: str, key: str, value: Any, kind: type, minimum: Any, maximum: Any) -> Any:
-    """Return `value` as `kind` if it is one and lies in [minimum, maximum]; otherwise raise ImrestoreError."""
-    noun = "an integer" if kind is int else "a number"
-    limits = []
-    if minimum is not None:
-        limits.append(f"≥ {minimum}")
-    if maximum is not None:
-        limits.append(f"≤ {maximum}")
-    expected = f"{noun} {' and '.join(limits)}".strip()
-    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if kind is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    else:
-        ok = is_number and math.isfinite(value)
-    ok = ok and (minimum is None or value >= minimum) and (maximum is None or value <= maximum)
-    if not ok:
-        raise ImrestoreError(f"{where}.{key}: expected {expected}, found {value!r}")
-    return kind(value)
-
-
-class _ParamsConfig:
-    """`from_params` for frozen dataclasses whose fields carry their bounds in `metadata`."""
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any] | None, where: str) -> Self:
-        """Build the config from a params mapping; missing keys keep their defaults, anything else is an error."""
-        if params is None:
-            params = {}
-        if not isinstance(params, Mapping):
-            raise ImrestoreError(f"{where}: expected a mapping of parameters, found {type(params).__name__} {params!r}")
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = [key for key in params if key not in fields]
-        if unknown:
-            raise ImrestoreError(
-                f"{where}.{unknown[0]}: unknown parameter; expected only {', '.join(fields)}"
-            )
-        values = {}
-        for key, value in params.items():
-            f = fields[key]
-            values[key] = _check_value(where, key, value, type(f.default), f.metadata["min"], f.metadata["max"])
-        config = cls(**values)
-        config._check_consistency(where)
-        return config
-
-    def _check_consistency(self, where: str) -> None:
-        """Cross-field checks; per-field bounds are already enforced."""
-
-
 @dataclass(frozen=True)
-class GoproSampleConfig(_ParamsConfig):
+class GoproSampleConfig(Section):
     """How to synthesise the GoPro-like deblurring sample (defaults: 32 train and 16 test pairs of 640×360)."""
 
-    seed: int = field(default=0, metadata=_bound(0))
-    train_sequences: int = field(default=4, metadata=_bound(1, 999))
-    test_sequences: int = field(default=2, metadata=_bound(1, 999))
-    frames_per_sequence: int = field(default=8, metadata=_bound(1, 100_000))
-    width: int = field(default=640, metadata=_bound(16, 8192))
-    height: int = field(default=360, metadata=_bound(16, 8192))
-    min_subframes: int = field(default=7, metadata=_bound(1, 99))
-    max_subframes: int = field(default=13, metadata=_bound(1, 99))
+    SECTION = "download.gopro.sample"
+
+    seed: int = param(0, integer(minimum=0))
+    train_sequences: int = param(4, integer(minimum=1, maximum=999))
+    test_sequences: int = param(2, integer(minimum=1, maximum=999))
+    frames_per_sequence: int = param(8, integer(minimum=1, maximum=100_000))
+    width: int = param(640, integer(minimum=16, maximum=8192))
+    height: int = param(360, integer(minimum=16, maximum=8192))
+    min_subframes: int = param(7, integer(minimum=1, maximum=99))
+    max_subframes: int = param(13, integer(minimum=1, maximum=99))
     # RMS camera motion per 240 fps sub-frame. 1.0 puts the default sample's blurry test frames at 24.9 dB, near
     # GoPro's test set (about 25.6 dB); 2.0 gave 22.0 dB, heavier blur than GoPro's.
-    shake_px: float = field(default=1.0, metadata=_bound(0.0, 50.0))
-    max_shift_px: float = field(default=48.0, metadata=_bound(0.0, 1000.0))  # trajectory bound (each axis)
-    max_rotation_deg: float = field(default=1.0, metadata=_bound(0.0, 10.0))  # roll bound
+    shake_px: float = param(1.0, number(minimum=0.0, maximum=50.0))
+    max_shift_px: float = param(48.0, number(minimum=0.0, maximum=1000.0))  # trajectory bound (each axis)
+    max_rotation_deg: float = param(1.0, number(minimum=0.0, maximum=10.0))  # roll bound
 
-    def _check_consistency(self, where: str) -> None:
-        if self.max_subframes < self.min_subframes:
-            raise ImrestoreError(
-                f"{where}.max_subframes: expected an integer ≥ min_subframes ({self.min_subframes}), "
-                f"found {self.max_subframes}"
-            )
+    @classmethod
+    def check_consistency(cls, values: dict[str, Any], fail: Callable[[str, str], None]) -> None:
+        if values["max_subframes"] < values["min_subframes"]:
+            fail("max_subframes", f"an integer ≥ min_subframes ({values['min_subframes']})")
 
     def expected_pairs(self) -> dict[str, int]:
         """Blurred/sharp pairs per official split."""
@@ -219,21 +167,22 @@ class GoproSampleConfig(_ParamsConfig):
 
 
 @dataclass(frozen=True)
-class SiddSampleConfig(_ParamsConfig):
+class SiddSampleConfig(Section):
     """How to synthesise the SIDD-like denoising sample (defaults: 10 scenes × 4 instances of 256×256)."""
 
-    seed: int = field(default=0, metadata=_bound(0))
-    scenes: int = field(default=10, metadata=_bound(1, 999))
-    instances_per_scene: int = field(default=4, metadata=_bound(1, 9999))
-    width: int = field(default=256, metadata=_bound(16, 8192))
-    height: int = field(default=256, metadata=_bound(16, 8192))
+    SECTION = "download.sidd.sample"
 
-    def _check_consistency(self, where: str) -> None:
-        if self.scenes * self.instances_per_scene > 9999:
-            raise ImrestoreError(
-                f"{where}.instances_per_scene: expected scenes × instances_per_scene ≤ 9999 (4-digit instance "
-                f"numbers), found {self.scenes} × {self.instances_per_scene}"
-            )
+    seed: int = param(0, integer(minimum=0))
+    scenes: int = param(10, integer(minimum=1, maximum=999))
+    instances_per_scene: int = param(4, integer(minimum=1, maximum=9999))
+    width: int = param(256, integer(minimum=16, maximum=8192))
+    height: int = param(256, integer(minimum=16, maximum=8192))
+
+    @classmethod
+    def check_consistency(cls, values: dict[str, Any], fail: Callable[[str, str], None]) -> None:
+        if values["scenes"] * values["instances_per_scene"] > 9999:
+            fail("instances_per_scene", f"at most {9999 // values['scenes']}, so that scenes × instances_per_scene "
+                 f"≤ 9999 (4-digit instance numbers; scenes is {values['scenes']})")
 
     def expected_pairs(self) -> dict[str, int]:
         """SIDD-Small has no official split: all pairs live in one pool."""

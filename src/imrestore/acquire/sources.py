@@ -15,7 +15,8 @@ import os
 import re
 import shutil
 import urllib.parse
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from imrestore.acquire.sample import GoproSampleConfig, SiddSampleConfig, make_g
 from imrestore.atomic import sha256_file
 from imrestore.data import layouts
 from imrestore.errors import ImrestoreError
-from imrestore.params import reject_unknown
+from imrestore.params import TEXT, Rule, Section, given, items, number, optional, param, required
 
 SAMPLE = "sample"
 SAMPLE_PHOTOS_DIR = Path("data/sample_photos")
@@ -41,48 +42,45 @@ _SAMPLE_CONFIGS = {"gopro": GoproSampleConfig, "sidd": SiddSampleConfig}
 DEFAULT_MAX_UNPACKED_GIB = {"gopro": 20.0, "sidd": 16.0}
 
 
+SHA256 = Rule("null or a quoted string of 64 hex digits (YAML reads an unquoted hash of digits as a number, "
+              "so quote it)", lambda v: v is None or (isinstance(v, str) and bool(_SHA256.match(v))),
+              lambda v: v.lower() if v else None)
+
+
 @dataclass(frozen=True)
-class SourceConfig:
+class SourceConfig(Section):
     """The `download.<dataset>` section of params.yaml."""
 
-    dataset: str
-    source: str
-    sha256: str | None = None
-    mirrors: tuple[str, ...] = ()
-    sample: dict[str, Any] = field(default_factory=dict)
-    max_unpacked_gib: float = 16.0
+    SECTION = "download"
+
+    dataset: str = given()
+    source: str = required(Rule("'sample', a URL or a path", lambda v: isinstance(v, str) and bool(v.strip()),
+                                str.strip))
+    sha256: str | None = param(None, SHA256)
+    mirrors: tuple[str, ...] = param((), items(TEXT, "URLs"))
+    sample: dict[str, Any] = param({}, optional(Rule("a mapping", lambda v: isinstance(v, dict))))
+    max_unpacked_gib: float | None = param(None, optional(number(above=0)))  # None: DEFAULT_MAX_UNPACKED_GIB
 
     @classmethod
-    def from_params(cls, dataset: str, section: dict[str, Any]) -> SourceConfig:
-        where = f"download.{dataset}"
+    def for_dataset(cls, dataset: str, section: Any) -> SourceConfig:
         if dataset not in layouts.DATASETS:
             raise ImrestoreError(f"unknown dataset {dataset!r}: expected one of {', '.join(layouts.DATASETS)}")
-        if not isinstance(section, dict):
-            raise ImrestoreError(f"params.yaml: {where} must be a mapping, found {section!r}")
-        reject_unknown(section, {"source", "sha256", "mirrors", "sample", "max_unpacked_gib"}, where)
-        source = section.get("source")
-        if not isinstance(source, str) or not source.strip():
-            raise ImrestoreError(f"params.yaml: {where}.source must be 'sample', a URL or a path, found {source!r}")
-        sha = section.get("sha256")
-        if sha is not None and not isinstance(sha, str):
-            raise ImrestoreError(
-                f"params.yaml: {where}.sha256 must be a quoted string of 64 hex digits, found the "
-                f"{type(sha).__name__} {sha!r}: YAML reads an unquoted hash of digits as a number, so quote it"
-            )
-        if sha is not None and not _SHA256.match(sha):
-            raise ImrestoreError(f"params.yaml: {where}.sha256 must be 64 hex digits, found {sha!r} ({len(sha)} characters)")
-        cap = section.get("max_unpacked_gib")
-        cap = DEFAULT_MAX_UNPACKED_GIB[dataset] if cap is None else cap
-        if isinstance(cap, bool) or not isinstance(cap, (int, float)) or not cap > 0:
-            raise ImrestoreError(f"params.yaml: {where}.max_unpacked_gib must be a number of GiB above 0, found {cap!r}")
-        mirrors = section.get("mirrors") or []
-        if not isinstance(mirrors, list) or not all(isinstance(m, str) for m in mirrors):
-            raise ImrestoreError(f"params.yaml: {where}.mirrors must be a list of URLs, found {mirrors!r}")
-        return cls(dataset, source.strip(), sha.lower() if sha else None, tuple(mirrors), section.get("sample") or {},
-                   float(cap))
+        return cls.from_params(section, f"download.{dataset}", dataset=dataset)
+
+    @classmethod
+    def check_consistency(cls, values: dict[str, Any], fail: Callable[[str, str], None]) -> None:
+        cls.sample_config_of(values["dataset"], values["sample"])  # a bad sample config is named now, not later
+
+    @staticmethod
+    def sample_config_of(dataset: str, sample: dict[str, Any] | None) -> GoproSampleConfig | SiddSampleConfig:
+        return _SAMPLE_CONFIGS[dataset].from_params(sample, f"download.{dataset}.sample")
+
+    @property
+    def unpacked_limit_gib(self) -> float:
+        return DEFAULT_MAX_UNPACKED_GIB[self.dataset] if self.max_unpacked_gib is None else self.max_unpacked_gib
 
     def sample_config(self) -> GoproSampleConfig | SiddSampleConfig:
-        return _SAMPLE_CONFIGS[self.dataset].from_params(self.sample, f"download.{self.dataset}.sample")
+        return self.sample_config_of(self.dataset, self.sample)
 
     @property
     def kind(self) -> str:
@@ -188,7 +186,7 @@ def _unpack(archive: Path, staging: Path, config: SourceConfig, progress: bool) 
     The layout is judged from the member names, and the size from the headers, before a byte is written."""
     extracted = staging / ".extracted"
     extracted.mkdir()
-    extract_archive(archive, extracted, max_total_bytes=int(config.max_unpacked_gib * 1024**3),
+    extract_archive(archive, extracted, max_total_bytes=int(config.unpacked_limit_gib * 1024**3),
                     limit_name=f"download.{config.dataset}.max_unpacked_gib in params.yaml",
                     check_names=lambda names: _check_member_layout(archive, names, config), progress=progress)
     root = layouts.find_layout_root(extracted, config.dataset)

@@ -136,7 +136,7 @@ def _restore(args: argparse.Namespace) -> None:
 
     config = InferenceConfig.from_params({"tile": args.tile or None, "overlap": args.overlap,
                                           "tile_batch": args.tile_batch, "self_ensemble": args.self_ensemble},
-                                         where="restore: --")
+                                         label=lambda key: f"imrestore restore: --{key.replace('_', '-')}")
     report = restore_files(args.source, args.out, args.task, weights=args.weights, config=config,
                            device=args.device)
     for image, notes in report.notes.items():

@@ -60,7 +60,7 @@ def load_weights(weights: Path, map_location: str | torch.device = "cpu") -> nn.
     except Exception as exc:  # torch's unpickler refuses anything but tensors and plain values
         raise ImrestoreError(f"{weights} cannot be loaded safely (weights_only=True): {exc}") from None
     return network_from(model, state, source=weights, described_by="its hyper_parameters",
-                        where=f"{weights}: hyper_parameters.model")
+                        origin=str(weights), where="hyper_parameters.model")
 
 
 def load_task_weights(task: str, weights: Path | None = None) -> tuple[Path, nn.Module]:

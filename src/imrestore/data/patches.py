@@ -46,7 +46,7 @@ from imrestore import atomic
 from imrestore.atomic import sha256_file
 from imrestore.data.manifest import default_workers, read_rgb8
 from imrestore.errors import ImrestoreError
-from imrestore.params import reject_unknown, require_int
+from imrestore.params import Section, integer, required
 from imrestore.progress import progress_bar
 
 CACHE_FORMAT = 1
@@ -151,30 +151,38 @@ class PatchCache:
 # --------------------------------------------------------------------------------------------- building
 
 
-# `build_patch_cache` keyword → its name in params.yaml, with the least value each may take.
-_GEOMETRY_PARAMS = {"size": ("crop_size", 1), "step": ("step", 1), "thresh_size": ("thresh_size", 0)}
+@dataclass(frozen=True)
+class PatchGeometry(Section):
+    """The `patches.<dataset>` section: how the train (and val) images are cut into crops.
+
+    The side is `crop_size` (BasicSR's name), never `size`: DVC's run-cache drops every param of that name from
+    its key, so a changed `size` would be served an old cache without a word."""
+
+    SECTION = "patches"
+
+    crop_size: int = required(integer(minimum=1))
+    step: int = required(integer(minimum=1))
+    thresh_size: int = required(integer(minimum=0))
+
+    @classmethod
+    def for_dataset(cls, dataset: str, section: Any) -> PatchGeometry:
+        return cls.from_params(section, f"patches.{dataset}")
+
+    def keywords(self) -> dict[str, int]:
+        """As `build_patch_cache`'s keywords: {size, step, thresh_size}."""
+        return {"size": self.crop_size, "step": self.step, "thresh_size": self.thresh_size}
 
 
-def patch_geometry(settings: dict[str, Any], where: str) -> dict[str, int]:
-    """The `patches.<dataset>` params as `build_patch_cache` keywords: {size, step, thresh_size}.
-
-    The side is `crop_size` in params.yaml (BasicSR's name), never `size`: DVC's run-cache drops every param
-    of that name from its key, so a changed `size` would be served an old cache without a word.
-    """
-    reject_unknown(settings, {param for param, _ in _GEOMETRY_PARAMS.values()}, where)
-    return {key: require_int(settings, param, where, least) for key, (param, least) in _GEOMETRY_PARAMS.items()}
-
-
-def check_geometry_matches(meta: dict[str, Any], settings: dict[str, Any], cache_dir: Path, where: str) -> None:
+def check_geometry_matches(meta: dict[str, Any], geometry: PatchGeometry, cache_dir: Path, where: str) -> None:
     """Refuse a cache cut with other geometry than params.yaml asks for (it was built by another config)."""
-    wanted = patch_geometry(settings, where)
+    wanted = geometry.keywords()
     found = {key: meta.get(key) for key in wanted}
     if found != wanted:
-        differ = ", ".join(f"{_GEOMETRY_PARAMS[k][0]} {found[k]} (params.yaml: {wanted[k]})"
-                           for k in wanted if found[k] != wanted[k])
+        names = {"size": "crop_size", "step": "step", "thresh_size": "thresh_size"}
+        differ = ", ".join(f"{names[k]} {found[k]} (params.yaml: {wanted[k]})" for k in wanted if found[k] != wanted[k])
         raise ImrestoreError(
             f"{cache_dir}/cache.json records patches cut with {differ}: the cache is not what {where} asks for. "
-            f"Run `dvc repro patches@{Path(cache_dir).name}` to rebuild it"
+            f"Run `dvc repro patches@{where.split('.')[-1]}` to rebuild it"
         )
 
 

@@ -13,42 +13,40 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from imrestore.errors import ImrestoreError
-from imrestore.params import reject_unknown
+from imrestore.params import Section, choice, integer, number, param, reject_unknown
 
 SUBSETS = ("train", "val", "test")
 GROUP_BY = {"scene": "group", "instance": "scene_instance"}  # manifest column that holds each grouping
 CANDIDATES = 4000  # random group orders tried per split; plenty for SIDD's 10 scenes or 160 instances
 
 
+FRACTION = number(minimum=0, below=1)
+
+
 @dataclass(frozen=True)
-class SplitConfig:
-    seed: int = 0
-    test_fraction: float = 0.2
-    val_fraction: float = 0.0
-    group_by: str = "scene"
+class SplitConfig(Section):
+    """The `split.<dataset>` section. GoPro keeps its official test set, so only `seed` and `val_fraction` apply
+    to it; SIDD has no official split, and all four do."""
+
+    SECTION = "split"
+
+    seed: int = param(0, integer())
+    test_fraction: float = param(0.2, FRACTION)
+    val_fraction: float = param(0.0, FRACTION)
+    group_by: str = param("scene", choice(*GROUP_BY))
 
     @classmethod
-    def from_params(cls, dataset: str, section: dict | None) -> SplitConfig:
+    def for_dataset(cls, dataset: str, section: Any) -> SplitConfig:
         where = f"split.{dataset}"
-        section = dict(section or {})
-        allowed = {"seed", "val_fraction"} | ({"test_fraction", "group_by"} if dataset == "sidd" else set())
-        reject_unknown(section, allowed, where)
-        config = cls(**section)
-        if not isinstance(config.seed, int) or isinstance(config.seed, bool):
-            raise ImrestoreError(f"params.yaml: {where}.seed must be an integer, found {config.seed!r}")
-        for name in ("test_fraction", "val_fraction"):
-            value = getattr(config, name)
-            if not isinstance(value, (int, float)) or not 0 <= value < 1:
-                raise ImrestoreError(f"params.yaml: {where}.{name} must be a number in [0, 1), found {value!r}")
-        if config.group_by not in GROUP_BY:
-            raise ImrestoreError(
-                f"params.yaml: {where}.group_by must be one of {', '.join(GROUP_BY)}, found {config.group_by!r}")
-        return config
+        if dataset == "gopro" and isinstance(section, dict):  # the official split decides the rest
+            reject_unknown(section, {"seed", "val_fraction"}, where)
+        return cls.from_params(section, where)
 
 
 def iso_level(iso: int) -> str:

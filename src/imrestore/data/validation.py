@@ -10,8 +10,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -22,7 +24,7 @@ from imrestore import atomic
 from imrestore.data.layouts import DATASETS, GOPRO_SPLITS, SIDD_BRIGHTNESS, SIDD_CAMERAS, list_pairs
 from imrestore.data.manifest import build_manifest
 from imrestore.errors import ImrestoreError
-from imrestore.params import reject_unknown
+from imrestore.params import Rule, Section, choice, param
 
 # Every ISO stop a phone camera reports (third stops, 50..12800); SIDD's values are among them.
 ISO_STOPS = (50, 64, 80, 100, 125, 160, 200, 250, 320, 400, 500, 640, 800, 1000, 1250, 1600, 2000, 2500, 3200,
@@ -314,16 +316,25 @@ def validate_dataset(dataset: str, root: Path, expected_pairs: dict[str, int] | 
     return summary
 
 
-def validate_settings(dataset: str, section: dict | None, official: dict[str, int]) -> tuple[dict[str, int], str]:
-    """(expected pairs per split, GoPro input folder) from the `validate.<dataset>` params section."""
-    section = section or {}
-    where = f"validate.{dataset}"
-    reject_unknown(section, {"expected_pairs", "input_folder"}, where)
-    expected = section.get("expected_pairs", "auto")
-    if expected == "auto":
-        expected = official
-    elif not (isinstance(expected, dict) and expected
-              and all(isinstance(v, int) and v > 0 for v in expected.values())):
-        raise ImrestoreError(
-            f"params.yaml: {where}.expected_pairs must be 'auto' or a mapping split → positive count, found {expected!r}")
-    return {str(k): v for k, v in expected.items()}, section.get("input_folder", "blur")
+COUNTS_PER_SPLIT = Rule("'auto' or a mapping split → positive count",
+                        lambda v: v == "auto" or (isinstance(v, Mapping) and bool(v) and all(
+                            isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in v.values())),
+                        lambda v: v if v == "auto" else {str(split): n for split, n in v.items()})
+
+
+@dataclass(frozen=True)
+class ValidateConfig(Section):
+    """The `validate.<dataset>` section: how many pairs to expect, and which GoPro folder is the input."""
+
+    SECTION = "validate"
+
+    expected_pairs: str | dict[str, int] = param("auto", COUNTS_PER_SPLIT)  # auto: what the source says
+    input_folder: str = param("blur", choice("blur", "blur_gamma"))  # GoPro: sRGB-averaged or linear-light blur
+
+    @classmethod
+    def for_dataset(cls, dataset: str, section: Any) -> ValidateConfig:
+        return cls.from_params(section, f"validate.{dataset}")
+
+    def expected(self, official: dict[str, int]) -> dict[str, int]:
+        """Pairs per split to expect: the configured counts, or `official` (the source's) for `auto`."""
+        return dict(official) if self.expected_pairs == "auto" else dict(self.expected_pairs)

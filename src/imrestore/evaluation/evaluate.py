@@ -20,6 +20,7 @@ from __future__ import annotations
 import concurrent.futures
 import multiprocessing
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,59 +34,73 @@ from imrestore import atomic
 from imrestore.data.layouts import TASKS
 from imrestore.data.manifest import default_workers, load_rgb8, read_manifest
 from imrestore.errors import ImrestoreError
-from imrestore.evaluation.baselines import check_baselines, run_baseline
+from imrestore.evaluation.baselines import baseline_names, run_baseline
 from imrestore.evaluation.inference import InferenceConfig, prepare_network, resolve_device, restore_images
 from imrestore.evaluation.metrics import METRIC_NAMES, image_metrics, quantize
 from imrestore.evaluation.testsets import find_sidd_validation, load_sidd_validation, sidd_benchmark_folder
 from imrestore.models.network import describe_network
 from imrestore.models.weights import PUBLISHED_SUFFIXES, load_network, load_published
-from imrestore.params import reject_unknown, section
+from imrestore.params import TEXT, Rule, Section, choice, either, given, inline, integer, optional, param, section
 from imrestore.progress import progress_bar
 
 PANEL_WIDTH = 480  # comparison panels are downscaled to this width: a page of them stays a few MB
 BLOCK_BATCH = 16  # SIDD validation blocks (256²) per forward pass
 
 
+FOLDER = either(choice(None), TEXT)
+BASELINE_LISTS = Rule("a mapping of each task to a list of baseline names",
+                      lambda v: isinstance(v, Mapping) and set(v) <= set(TASKS)
+                      and all(n is None or isinstance(n, (str, list, tuple)) for n in v.values()),
+                      lambda v: {task: (n,) if isinstance(n, str) else tuple(n or ()) for task, n in v.items()})
+
+
 @dataclass(frozen=True)
-class EvaluateSettings:
-    inference: InferenceConfig
-    baselines: tuple[str, ...]
-    crop_border: int = 0
-    comparisons: int = 3
-    max_images: int | None = None
-    device: str = "auto"
+class EvaluateSettings(Section):
+    """The `evaluate` section, for one task (`task`, and `data`: whether the dataset is the sample or real)."""
+
+    SECTION = "evaluate"
+
+    task: str = given()
+    data: str = given("sample")  # "sample" or "real": recorded in the metrics, so a sample number is labelled one
+    inference: InferenceConfig = inline(InferenceConfig)
+    baselines: dict[str, tuple[str, ...]] = param({}, BASELINE_LISTS)  # task → names
+    crop_border: int = param(0, integer(minimum=0))
+    comparisons: int = param(3, integer(minimum=0))  # input | restored | ground truth panels, as DVC image plots
+    max_images: int | None = param(None, optional(integer(minimum=1)))  # None: every test image
+    device: str = param("auto", TEXT)
     # One folder per dataset below it (testsets.BENCHMARK_READMES); None: score no benchmark (callers outside
     # the pipeline: dvc.yaml depends on evaluate.benchmarks/<dataset>, so params.yaml always names a folder).
-    benchmarks: Path | None = Path("data/benchmarks")
-    published: Path | None = Path("data/checkpoints")  # <task>/*.pth below it are evaluated too; None: none
+    benchmarks: str | None = param("data/benchmarks", FOLDER)
+    published: str | None = param("data/checkpoints", FOLDER)  # <task>/*.pth below it are evaluated too
 
     @classmethod
-    def from_params(cls, params: dict[str, Any], task: str) -> EvaluateSettings:
-        where = "evaluate"
-        settings = dict(section(params, where))
-        own = {"crop_border", "comparisons", "max_images", "device", "benchmarks", "published", "baselines"}
-        reject_unknown(settings, own | InferenceConfig.keys(), where)
-        baselines = settings.get("baselines") or {}
-        if not isinstance(baselines, dict):
-            raise ImrestoreError(f"params.yaml: {where}.baselines must map each task to a list of baseline names, "
-                                 f"found {baselines!r}")
-        names = check_baselines(task, baselines.get(task) or [])
-        for key, minimum in (("crop_border", 0), ("comparisons", 0), ("max_images", 1)):
-            value = settings.get(key)
-            if key == "max_images" and value is None:
-                continue
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < minimum):
-                raise ImrestoreError(f"params.yaml: {where}.{key} must be an integer ≥ {minimum}, found {value!r}")
-        folders = {}
-        for key, default in (("benchmarks", "data/benchmarks"), ("published", "data/checkpoints")):
-            folder = settings.get(key, default)
-            if folder is not None and (not isinstance(folder, str) or not folder.strip()):
-                raise ImrestoreError(f"params.yaml: {where}.{key} must be a folder (default {default}), "
-                                     f"found {folder!r}")
-            folders[key] = Path(folder) if folder is not None else None
-        return cls(inference=InferenceConfig.from_params(settings, f"params.yaml: {where}"), baselines=names,
-                   crop_border=settings.get("crop_border", 0), comparisons=settings.get("comparisons", 3),
-                   max_images=settings.get("max_images"), device=str(settings.get("device", "auto")), **folders)
+    def for_task(cls, params: dict[str, Any], task: str) -> EvaluateSettings:
+        """From all of params.yaml: `evaluate`, and `download.<dataset>.source`, which says whether the numbers
+        are sample numbers (dvc.yaml lists both as evaluate@'s params)."""
+        if task not in TASKS:
+            raise ImrestoreError(f"unknown task {task!r}: expected one of {', '.join(TASKS)}")
+        source = section(params, f"download.{TASKS[task]}.source")
+        return cls.from_params(section(params, "evaluate"), task=task, data="sample" if source == "sample" else "real")
+
+    @classmethod
+    def check_consistency(cls, values: dict[str, Any], fail: Callable[[str, str], None]) -> None:
+        if values["task"] not in TASKS:
+            raise ImrestoreError(f"unknown task {values['task']!r}: expected one of {', '.join(TASKS)}")
+        if values["data"] not in ("sample", "real"):
+            raise ImrestoreError(f"evaluate: data must be 'sample' or 'real', found {values['data']!r}")
+        for task, names in values["baselines"].items():
+            available = baseline_names(task)
+            if any(name not in available for name in names) or len(set(names)) < len(names):
+                fail("baselines", f"names from {', '.join(available)} for {task}, each once")
+
+    @property
+    def task_baselines(self) -> tuple[str, ...]:
+        """The classical methods this task is compared with (the degraded input is always reported)."""
+        return tuple(name for name in self.baselines.get(self.task, ()) if name != "identity")
+
+    def folder(self, key: str) -> Path | None:
+        value = getattr(self, key)
+        return None if value is None else Path(value)
 
 
 def select_test_pairs(split_csv: Path, max_images: int | None = None) -> pd.DataFrame:
@@ -241,17 +256,16 @@ def published_checkpoints(folder: Path | None) -> dict[str, Path]:
     return found
 
 
-def evaluate(task: str, params: dict[str, Any], weights_dir: Path, split_csv: Path, metrics_json: Path,
-             report_dir: Path, progress: bool = True) -> dict[str, Any]:
-    """Evaluate `task`'s trained network; write metrics_json and report_dir/{per_image.csv, comparisons/}."""
-    if task not in TASKS:
-        raise ImrestoreError(f"unknown task {task!r}: expected one of {', '.join(TASKS)}")
-    dataset = TASKS[task]
-    settings = EvaluateSettings.from_params(params, task)
+def evaluate(settings: EvaluateSettings, weights_dir: Path, split_csv: Path, metrics_json: Path, report_dir: Path,
+             progress: bool = True) -> dict[str, Any]:
+    """Evaluate the trained network of `settings.task`; write metrics_json and report_dir/{per_image.csv,
+    comparisons/}."""
+    task, dataset = settings.task, TASKS[settings.task]
     device = resolve_device(settings.device)
     net = load_network(weights_dir)
     restorer = Restorer(net, settings.inference, device)
-    published_files = published_checkpoints(settings.published / task if settings.published is not None else None)
+    published_folder = settings.folder("published")
+    published_files = published_checkpoints(published_folder / task if published_folder is not None else None)
     published = {name: Restorer(load_published(path), settings.inference, device)
                  for name, path in published_files.items()}
     pairs = select_test_pairs(split_csv, settings.max_images)
@@ -285,15 +299,14 @@ def evaluate(task: str, params: dict[str, Any], weights_dir: Path, split_csv: Pa
         pd.DataFrame(rows).to_csv(out / "per_image.csv", index=False, float_format="%.6f")
         test_seconds, test_megapixels = restorer.seconds, restorer.megapixels
         def benchmarks_of(scored: Restorer) -> dict:
-            return (evaluate_sidd_validation(scored, sidd_benchmark_folder(settings.benchmarks), settings.crop_border,
-                                             progress)
+            return (evaluate_sidd_validation(scored, sidd_benchmark_folder(settings.folder("benchmarks")),
+                                             settings.crop_border, progress)
                     if task == "denoise" and settings.benchmarks is not None else {})
 
         benchmarks = benchmarks_of(restorer)
-        baselines = evaluate_baselines(task, settings.baselines, pairs, settings.crop_border, progress)
-        source = section(params, f"download.{dataset}.source")
+        baselines = evaluate_baselines(task, settings.task_baselines, pairs, settings.crop_border, progress)
         metrics = {
-            "task": task, "dataset": dataset, "data": "sample" if source == "sample" else "real",
+            "task": task, "dataset": dataset, "data": settings.data,
             "split": "test", "n_images": len(pairs), "crop_border": settings.crop_border,
             **_mean(ours),
             "input": _mean(inputs),

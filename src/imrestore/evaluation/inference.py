@@ -22,8 +22,8 @@ transforms (flips × 90° rotations) of the input, each restored and transformed
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -34,53 +34,28 @@ from imrestore.models.layers import pad_to_multiple
 # The paper network's grid (two stride-2 stages), the granularity params are checked at; a network with a
 # coarser grid (NAFNet: 16) is checked again when it meets its tiles.
 from imrestore.models.network import DOWNSCALE
+from imrestore.params import BOOLEAN, Section, choice, integer, optional, param
 
 
 @dataclass(frozen=True)
-class InferenceConfig:
-    tile: int | None = 256  # tile side in pixels (a multiple of 4); None: the whole image at once
-    overlap: int = 32  # pixels shared by neighbouring tiles (a multiple of 4, less than `tile`)
-    tile_batch: int = 4  # tiles per forward pass
-    self_ensemble: bool = False  # ×8 geometric self-ensemble: 8× the compute for a small, free gain
-    precision: str = "auto"  # auto: bf16 autocast on CUDA, float32 on CPU | bf16 | fp32
+class InferenceConfig(Section):
+    """How full images pass through the network: the inference keys of `evaluate` (and `imrestore restore`'s
+    flags). Sizes are multiples of the paper network's grid; a network with a coarser grid (NAFNet: 16) is
+    checked again when it meets its tiles."""
 
-    def __post_init__(self) -> None:
-        check_config(self, "evaluate")
+    SECTION = "evaluate"
 
-    @classmethod
-    def from_params(cls, mapping: dict[str, Any], where: str) -> InferenceConfig:
-        """The inference keys of a params section (other keys are the caller's to check)."""
-        config = cls.__new__(cls)  # checked under the caller's `where` before the dataclass would
-        for field in fields(cls):
-            object.__setattr__(config, field.name, mapping.get(field.name, field.default))
-        check_config(config, where)
-        return config
+    # tile side in pixels; None: the whole image at once
+    tile: int | None = param(256, optional(integer(minimum=DOWNSCALE, multiple_of=DOWNSCALE)))
+    overlap: int = param(32, integer(minimum=0, multiple_of=DOWNSCALE))  # pixels neighbouring tiles share
+    tile_batch: int = param(4, integer(minimum=1))  # tiles per forward pass
+    self_ensemble: bool = param(False, BOOLEAN)  # ×8 geometric self-ensemble: 8× the compute for a small gain
+    precision: str = param("auto", choice("auto", "bf16", "fp32"))  # auto: bf16 autocast on CUDA, fp32 on CPU
 
     @classmethod
-    def keys(cls) -> set[str]:
-        return {field.name for field in fields(cls)}
-
-
-def check_config(config: InferenceConfig, where: str) -> None:
-    def fail(key: str, expected: str) -> None:
-        raise ImrestoreError(f"{where}.{key} must be {expected}, found {getattr(config, key)!r}")
-
-    def is_int(value: object) -> bool:
-        return isinstance(value, int) and not isinstance(value, bool)
-
-    if config.tile is not None and not (is_int(config.tile) and config.tile >= DOWNSCALE
-                                        and config.tile % DOWNSCALE == 0):
-        fail("tile", f"null or a positive multiple of {DOWNSCALE} (the network's downscale)")
-    if not (is_int(config.overlap) and config.overlap >= 0 and config.overlap % DOWNSCALE == 0):
-        fail("overlap", f"a non-negative multiple of {DOWNSCALE}")
-    if config.tile is not None and config.overlap >= config.tile:
-        fail("overlap", f"smaller than tile ({config.tile})")
-    if not (is_int(config.tile_batch) and config.tile_batch >= 1):
-        fail("tile_batch", "a positive integer")
-    if not isinstance(config.self_ensemble, bool):
-        fail("self_ensemble", "true or false")
-    if config.precision not in ("auto", "bf16", "fp32"):
-        fail("precision", "auto, bf16 or fp32")
+    def check_consistency(cls, values: dict[str, Any], fail: Callable[[str, str], None]) -> None:
+        if values["tile"] is not None and values["overlap"] >= values["tile"]:
+            fail("overlap", f"smaller than tile ({values['tile']})")
 
 
 def tile_origins(length: int, tile: int, overlap: int) -> list[int]:

@@ -20,61 +20,45 @@ load into this module as they are (`imrestore.models.weights.load_published`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from imrestore.errors import ImrestoreError
 from imrestore.models.layers import LayerNorm2d, pad_to_multiple
-from imrestore.params import reject_unknown
+from imrestore.params import Section, integer, invalid, items, param
+
+
+COUNTS = items(integer(minimum=0), "block counts (integers ≥ 0), one per level")
 
 
 @dataclass(frozen=True)
-class NAFNetConfig:
+class NAFNetConfig(Section):
     """`model.nafnet`: the width and the NAFBlocks per level, or one of NAMED_SIZES by name."""
 
-    width: int = 16
-    enc_blocks: tuple[int, ...] = (1, 1, 1, 1)
-    middle_blocks: int = 1
-    dec_blocks: tuple[int, ...] = (1, 1, 1, 1)
+    SECTION = "model.nafnet"
+
+    width: int = param(16, integer(minimum=1))
+    enc_blocks: tuple[int, ...] = param((1, 1, 1, 1), COUNTS)
+    middle_blocks: int = param(1, integer(minimum=0))
+    dec_blocks: tuple[int, ...] = param((1, 1, 1, 1), COUNTS)
 
     @classmethod
-    def from_params(cls, value: str | Mapping[str, Any] | None, where: str = "model.nafnet") -> NAFNetConfig:
-        if value is None:
-            return cls()
-        if isinstance(value, str):
+    def from_params(cls, value: Any, where: str | None = None, **options: Any) -> NAFNetConfig:
+        """A mapping of sizes, or the name of one of NAMED_SIZES."""
+        if isinstance(value, str) or not (value is None or isinstance(value, Mapping)):
             if value not in NAMED_SIZES:
-                raise ImrestoreError(f"params.yaml: {where} must be a mapping of sizes or one of "
-                                     f"{', '.join(NAMED_SIZES)}, found {value!r}")
+                raise invalid(f"params.yaml: {where or cls.SECTION}",
+                              f"a mapping of sizes or one of {', '.join(NAMED_SIZES)}", value)
             return NAMED_SIZES[value]
-        if not isinstance(value, Mapping):
-            raise ImrestoreError(f"params.yaml: {where} must be a mapping of sizes or one of "
-                                 f"{', '.join(NAMED_SIZES)}, found {value!r}")
-        defaults = asdict(cls())
-        reject_unknown(value, set(defaults), where)
-        merged = {**defaults, **value}
+        return super().from_params(value, where, **options)
 
-        def fail(key: str, expected: str) -> None:
-            raise ImrestoreError(f"params.yaml: {where}.{key} must be {expected}, found {merged[key]!r}")
-
-        def is_count(item: object, minimum: int) -> bool:
-            return isinstance(item, int) and not isinstance(item, bool) and item >= minimum
-
-        if not is_count(merged["width"], 1):
-            fail("width", "an integer ≥ 1")
-        if not is_count(merged["middle_blocks"], 0):
-            fail("middle_blocks", "an integer ≥ 0")
-        for key in ("enc_blocks", "dec_blocks"):
-            levels = merged[key]
-            if not isinstance(levels, (list, tuple)) or not all(is_count(n, 0) for n in levels):
-                fail(key, "a list of block counts (integers ≥ 0), one per level")
-        if len(merged["dec_blocks"]) != len(merged["enc_blocks"]):
-            fail("dec_blocks", f"as many levels as enc_blocks ({len(merged['enc_blocks'])})")
-        return cls(width=merged["width"], enc_blocks=tuple(merged["enc_blocks"]),
-                   middle_blocks=merged["middle_blocks"], dec_blocks=tuple(merged["dec_blocks"]))
+    @classmethod
+    def check_consistency(cls, values: dict[str, Any], fail: Callable[[str, str], None]) -> None:
+        if len(values["dec_blocks"]) != len(values["enc_blocks"]):
+            fail("dec_blocks", f"as many levels as enc_blocks ({len(values['enc_blocks'])})")
 
     def describe(self) -> str:
         """`width 16, blocks 1-1-1-1 / 1 / 1-1-1-1` (encoder levels / middle / decoder levels): one string, which

@@ -16,20 +16,18 @@ padded to a multiple of 4 (the two stride-2 stages) and the output is cropped ba
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from imrestore.errors import ImrestoreError
 from imrestore.models.dcn import BACKENDS, DeformableConv2d
 from imrestore.models.layers import LayerNorm2d, count_parameters, pad_to_multiple
 from imrestore.models.lka import LargeKernelAttention
 from imrestore.models.nafnet import NAFNet, NAFNetConfig
-from imrestore.params import reject_unknown
+from imrestore.params import BOOLEAN, Section, choice, integer, nested, param
 
 ARCHITECTURES = ("paper", "nafnet")
 DCN_KERNELS = (3, 4)
@@ -40,40 +38,21 @@ LAYER_SCALE_INIT = 1e-2
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(Section):
     """The `model` section: which architecture, and its sizes (the paper network's keys, or `nafnet`)."""
 
-    arch: str = "paper"  # "paper" (RestorationNet, below) | "nafnet" (imrestore.models.nafnet, sized by `nafnet`)
-    blocks: int = 9  # the paper's residual-block count (`dvc exp run -S model.blocks=12`)
-    features: int = 32  # F: channels at full resolution; the body runs at 4F
-    dcn_kernel: int = 3  # 3 (SIDD in the paper) or 4 (GoPro)
-    lka: bool = True  # ablation switch: Large Kernel Attention in every body block
-    attention: bool = True  # ablation switch: channel attention in every body block
-    dcn_backend: str = "auto"
-    norm: str = "layer"  # "batch" is the paper's BatchNorm; see `norm_layer` for why it is not the default
-    nafnet: NAFNetConfig = field(default_factory=NAFNetConfig)
+    SECTION = "model"
 
-    def __post_init__(self) -> None:
-        _check(self, "model")
-
-    @classmethod
-    def from_params(cls, mapping: Mapping[str, Any] | None, where: str = "model") -> ModelConfig:
-        """Build from a params.yaml section; every unknown key or bad value is reported as `where.key`."""
-        if mapping is None:
-            mapping = {}
-        if not isinstance(mapping, Mapping):
-            raise ImrestoreError(f"params.yaml: {where} must be a mapping, found {type(mapping).__name__}")
-        allowed = {field.name for field in fields(cls)}
-        reject_unknown(mapping, allowed, where)
-        config = cls.__new__(cls)  # validate under the caller's `where` before the dataclass would
-        for item in fields(cls):
-            if item.name == "nafnet":
-                value = NAFNetConfig.from_params(mapping.get("nafnet"), where=f"{where}.nafnet")
-            else:
-                value = mapping.get(item.name, item.default)
-            object.__setattr__(config, item.name, value)
-        _check(config, where)
-        return config
+    # "paper" (RestorationNet, below) | "nafnet" (imrestore.models.nafnet, sized by `nafnet`)
+    arch: str = param("paper", choice(*ARCHITECTURES))
+    blocks: int = param(9, integer(minimum=1))  # the paper's residual-block count (`-S model.blocks=12`)
+    features: int = param(32, integer(minimum=1))  # F: channels at full resolution; the body runs at 4F
+    dcn_kernel: int = param(3, choice(*DCN_KERNELS))  # 3 (SIDD in the paper) or 4 (GoPro)
+    lka: bool = param(True, BOOLEAN)  # ablation switch: Large Kernel Attention in every body block
+    attention: bool = param(True, BOOLEAN)  # ablation switch: channel attention in every body block
+    dcn_backend: str = param("auto", choice(*DCN_BACKENDS))
+    norm: str = param("layer", choice(*NORMS))  # "batch" is the paper's BatchNorm; `norm_layer` says why not
+    nafnet: NAFNetConfig = nested(NAFNetConfig)
 
     def to_params(self) -> dict[str, Any]:
         """Plain JSON values (tuples as lists): what checkpoints and config.json record, and from_params reads."""
@@ -86,27 +65,6 @@ def json_ready(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [json_ready(item) for item in value]
     return value
-
-
-def _check(config: ModelConfig, where: str) -> None:
-    def fail(key: str, expected: str) -> None:
-        raise ImrestoreError(f"params.yaml: {where}.{key} must be {expected}, found {getattr(config, key)!r}")
-
-    if config.arch not in ARCHITECTURES:
-        fail("arch", "one of " + ", ".join(repr(name) for name in ARCHITECTURES))
-    for key, minimum in (("blocks", 1), ("features", 1)):
-        value = getattr(config, key)
-        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-            fail(key, f"an integer ≥ {minimum}")
-    if config.dcn_kernel not in DCN_KERNELS or isinstance(config.dcn_kernel, bool):
-        fail("dcn_kernel", " or ".join(map(str, DCN_KERNELS)))
-    for key in ("lka", "attention"):
-        if not isinstance(getattr(config, key), bool):
-            fail(key, "true or false")
-    if config.dcn_backend not in DCN_BACKENDS:
-        fail("dcn_backend", "one of " + ", ".join(repr(name) for name in DCN_BACKENDS))
-    if config.norm not in NORMS:
-        fail("norm", "one of " + ", ".join(repr(name) for name in NORMS))
 
 
 def norm_layer(kind: str, channels: int) -> nn.Module:

@@ -27,14 +27,15 @@ def load_network(weights_dir: Path, map_location: str | torch.device = "cpu") ->
     except (KeyError, json.JSONDecodeError) as exc:
         raise ImrestoreError(f"{weights_dir / 'config.json'} is not a model config ({exc})") from None
     return network_from(config, state, source=weights_dir / "model.pt", described_by="config.json",
-                        where=f"{weights_dir / 'config.json'}: model")
+                        origin=str(weights_dir / "config.json"))
 
 
-def network_from(model: dict, state: dict, source: Path, described_by: str, where: str) -> nn.Module:
+def network_from(model: dict, state: dict, source: Path, described_by: str, origin: str,
+                 where: str = "model") -> nn.Module:
     """The network `model` describes, with `state` loaded; a mismatch names the weights and their description.
 
     A config written before `model.arch` existed has no `arch` key and means the paper's network."""
-    net = build_network(ModelConfig.from_params(model, where=where))
+    net = build_network(ModelConfig.from_params(model, where, origin=origin))
     try:
         net.load_state_dict(state)
     except RuntimeError as exc:
@@ -74,7 +75,7 @@ def load_published(path: Path, map_location: str | torch.device = "cpu") -> nn.M
         raise ImrestoreError(f"{path} cannot be loaded safely (weights_only=True): {exc}") from None
     state = state_dict_of(loaded, path)
     return network_from(model_of_state(state, path), state, source=path,
-                        described_by="the architecture its tensor names and shapes describe", where=str(path))
+                        described_by="the architecture its tensor names and shapes describe", origin=str(path))
 
 
 def state_dict_of(loaded: object, path: Path) -> dict[str, torch.Tensor]:
