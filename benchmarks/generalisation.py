@@ -7,12 +7,12 @@ greyscale ones are stacked to RGB), degrades them with the sample's own synthesi
 trained networks in models/<task>/ and the evaluate stage's classical baselines on them:
 
 - deblur: per photo one GoPro-like sequence, planned by `sample.plan_gopro_sample` and rendered by
-  `sample._render_gopro_frame` with the params.yaml `download.gopro.sample` config (frame size, sub-frames,
+  `sample.render_gopro_frame` with the params.yaml `download.gopro.sample` config (frame size, sub-frames,
   shake, trajectory bounds); its first `--frames` frames give (blur, sharp) pairs, the input folder being
   `validate.gopro.input_folder` as in the pipeline;
 - denoise: non-overlapping crops of the `download.sidd.sample` size (256×256), planned by
   `sample.plan_sidd_sample` over the unseen photos (cameras, ISOs, illuminants and L/N/H brightness drawn as
-  the sample draws them) and rendered by `sample._render_sidd_instance` (`degradations.sidd_pair`).
+  the sample draws them) and rendered by `sample.render_sidd_instance` (`degradations.sidd_pair`).
 
 Every photo's plan is seeded from `--seed` (the sample's own seed is not used: these are other draws), so the
 images and every number except `timing` are the same from run to run. Restoration is the evaluate stage's:
@@ -179,7 +179,7 @@ def deblur_pairs(name: str, path: Path, index: int, cfg: sample.GoproSampleConfi
             for folder in sample.GOPRO_FOLDERS:
                 (Path(tmp) / folder).mkdir()
             for frame in range(frames):
-                sample._render_gopro_frame(str(path), plan, frame, cfg, tmp)
+                sample.render_gopro_frame(str(path), plan, frame, cfg, tmp)
                 file_name = f"{plan.first_frame + frame:06d}.png"
                 pairs.append({
                     "photo": name, "image": f"{Path(name).stem}/{plan.name}/{file_name}",
@@ -189,7 +189,7 @@ def deblur_pairs(name: str, path: Path, index: int, cfg: sample.GoproSampleConfi
                     "target": load_rgb8(Path(tmp) / "sharp" / file_name),
                 })
     finally:
-        sample._prepared_photo.cache_clear()
+        sample.clear_photo_caches()
     return pairs
 
 
@@ -220,7 +220,7 @@ def denoise_pairs(paths: dict[str, Path], cfg: sample.SiddSampleConfig, crops: i
             for plan in plans:
                 folder = Path(tmp) / plan.folder
                 folder.mkdir()
-                sample._render_sidd_instance(str(paths[plan.photo]), plan, str(folder))
+                sample.render_sidd_instance(str(paths[plan.photo]), plan, str(folder))
                 pairs.append({
                     "photo": plan.photo, "image": f"{Path(plan.photo).stem}/{plan.folder}",
                     "conditions": {"plan": dataclasses.asdict(plan), "config_seed": cfg.seed},
@@ -228,7 +228,7 @@ def denoise_pairs(paths: dict[str, Path], cfg: sample.SiddSampleConfig, crops: i
                     "target": load_rgb8(folder / sample.SIDD_GT_NAME),
                 })
     finally:
-        sample._cached_photo.cache_clear()
+        sample.clear_photo_caches()
     order = list(sizes)
     return sorted(pairs, key=lambda pair: order.index(pair["photo"]))  # stable: crops of a photo stay in order
 

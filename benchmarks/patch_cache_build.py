@@ -157,24 +157,12 @@ def child_build(spec_json: str) -> None:
     from imrestore.data import patches
     spec = json.loads(spec_json)
     table = pd.read_csv(spec["table"])
-    phases, meta = {}, {}
-
-    def phase(name, function):  # the wall seconds of one call of `function`, kept as phases[name]
-        def wrapper(*args, **kwargs):
-            returned = []
-            phases[name] = timed(lambda: returned.append(function(*args, **kwargs))).wall
-            return returned[0]
-        return wrapper
-
-    # Around the two halves of the build (decode + crop + write, then hash + fsync): build_patch_cache reports
-    # no phase times of its own, so its two private steps are wrapped here.
-    patches._run_jobs = phase("crop_s", patches._run_jobs)
-    patches._sync_and_hash = phase("hash_fsync_s", patches._sync_and_hash)
+    phases, meta = {}, {}  # phases: the two halves of the build (crop_s, hash_fsync_s), as the builder reports
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     # The pool has joined its workers when the build returns, so their CPU time is in the children's os.times().
     build = timed(lambda: meta.update(patches.build_patch_cache(
         table, Path(spec["out"]), size=spec["size"], step=spec["step"], workers=spec["workers"],
-        progress=spec["progress"])))
+        progress=spec["progress"], phase_seconds=phases)))
     out = Path(spec["out"])
     result = {
         "build_s": build.wall,

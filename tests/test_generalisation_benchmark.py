@@ -153,8 +153,8 @@ def test_the_images_are_the_samples_synthesis_with_the_pipelines_settings(smoke,
     for folder in sample.GOPRO_FOLDERS:
         (tmp_path / "gopro" / folder).mkdir(parents=True)
     path = Path(written["photos"][row["photo"]]["path"])
-    sample._render_gopro_frame(str(path), plan, row["conditions"]["frame"], gopro, str(tmp_path / "gopro"))
-    sample._prepared_photo.cache_clear()
+    sample.render_gopro_frame(str(path), plan, row["conditions"]["frame"], gopro, str(tmp_path / "gopro"))
+    sample.clear_photo_caches()
     name = f"{plan.first_frame + row['conditions']['frame']:06d}.png"
     input_folder = load_params(PARAMS)["validate"]["gopro"]["input_folder"]
     saved = load_rgb8(Path(row["files"]["input"]))
@@ -169,8 +169,8 @@ def test_the_images_are_the_samples_synthesis_with_the_pipelines_settings(smoke,
     assert plan.temperature_k in deg.ILLUMINANTS_K
     assert (plan.box[2] - plan.box[0], plan.box[3] - plan.box[1]) == (sidd.width, sidd.height)
     (tmp_path / "sidd").mkdir()
-    sample._render_sidd_instance(str(Path(written["photos"][plan.photo]["path"])), plan, str(tmp_path / "sidd"))
-    sample._cached_photo.cache_clear()
+    sample.render_sidd_instance(str(Path(written["photos"][plan.photo]["path"])), plan, str(tmp_path / "sidd"))
+    sample.clear_photo_caches()
     assert np.array_equal(load_rgb8(Path(row["files"]["input"])), load_rgb8(tmp_path / "sidd" / sample.SIDD_NOISY_NAME))
     assert np.array_equal(load_rgb8(Path(row["files"]["target"])), load_rgb8(tmp_path / "sidd" / sample.SIDD_GT_NAME))
 

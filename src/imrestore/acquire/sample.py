@@ -341,7 +341,7 @@ def sequence_trajectory(plan: GoproSequencePlan, cfg: GoproSampleConfig) -> np.n
     )
 
 
-def _render_gopro_frame(
+def render_gopro_frame(
     photo_path: str, plan: GoproSequencePlan, frame: int, cfg: GoproSampleConfig, seq_dir: str
 ) -> None:
     """Render one frame's sub-frames and write its sharp, blur and blur_gamma PNGs."""
@@ -375,9 +375,9 @@ def make_gopro_sample(photo_dir: Path, out_root: Path, cfg: GoproSampleConfig, *
         photo_path = str(Path(photo_dir) / plan.photo)
         tasks.extend((photo_path, plan, frame, cfg, str(seq_dir)) for frame in range(cfg.frames_per_sequence))
     try:
-        _run_tasks(_render_gopro_frame, tasks, "GoPro-like sample", "frames", workers or _default_workers(len(tasks)))
+        _run_tasks(render_gopro_frame, tasks, "GoPro-like sample", "frames", workers or _default_workers(len(tasks)))
     finally:
-        _prepared_photo.cache_clear()
+        clear_photo_caches()
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -483,7 +483,13 @@ def _cached_photo(path: str) -> np.ndarray:
     return _read_photo(Path(path))
 
 
-def _render_sidd_instance(photo_path: str, plan: SiddInstancePlan, instance_dir: str) -> None:
+def clear_photo_caches() -> None:
+    """Drop the decoded photos the renderers keep (a few per process) once a sample or a batch is written."""
+    _prepared_photo.cache_clear()
+    _cached_photo.cache_clear()
+
+
+def render_sidd_instance(photo_path: str, plan: SiddInstancePlan, instance_dir: str) -> None:
     """Synthesise one scene instance and write its GT and NOISY PNGs."""
     left, top, right, bottom = plan.box
     photo = _cached_photo(photo_path)
@@ -517,8 +523,8 @@ def make_sidd_sample(photo_dir: Path, out_root: Path, cfg: SiddSampleConfig, *, 
         pixels = len(tasks) * cfg.width * cfg.height
         workers = _default_workers(len(tasks)) if pixels > 16 * 2**20 else 1
     try:
-        _run_tasks(_render_sidd_instance, tasks, "SIDD-like sample", "pairs", workers)
+        _run_tasks(render_sidd_instance, tasks, "SIDD-like sample", "pairs", workers)
     finally:
-        _cached_photo.cache_clear()
+        clear_photo_caches()
     atomic.write_text(root / SIDD_INDEX_NAME, "".join(f"{plan.folder}\n" for plan in plans))
 

@@ -31,6 +31,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -235,9 +236,12 @@ def _plan(table: pd.DataFrame, size: int, step: int, thresh_size: int) -> tuple[
 
 def build_patch_cache(split_table: pd.DataFrame, out_dir: Path | str, *, size: int, step: int, thresh_size: int = 0,
                       subsets: Sequence[str] = ("train",), params: dict | None = None,
-                      split_sha256: str | None = None, workers: int | None = None, progress: bool = True) -> dict:
+                      split_sha256: str | None = None, workers: int | None = None, progress: bool = True,
+                      phase_seconds: dict[str, float] | None = None) -> dict:
     """Crop every pair of `subsets` into the patch cache at `out_dir` (the format at the top of this module)
-    and return its cache.json. `out_dir` is replaced atomically: a failure leaves the previous cache, or none."""
+    and return its cache.json. `out_dir` is replaced atomically: a failure leaves the previous cache, or none.
+    `phase_seconds`, when given, receives the wall seconds of decoding + cropping + writing (`crop_s`) and of
+    hashing + fsync (`hash_fsync_s`); cache.json holds no timings, so a rebuild stays byte-identical."""
     _check_geometry(size, step, thresh_size)
     _require_columns(split_table, SPLIT_COLUMNS, "split table")
     subsets = [subsets] if isinstance(subsets, str) else list(dict.fromkeys(subsets))
@@ -290,8 +294,12 @@ def build_patch_cache(split_table: pd.DataFrame, out_dir: Path | str, *, size: i
                                      xs[start:start + count].copy(), ys[start:start + count].copy(), arrays))
             subsets_meta[subset] = {"count": len(plan), "pairs": len(rows), "shape": list(shape)}
 
+        started = time.perf_counter()
         _run_jobs(jobs, workers, f"patches {out_dir.name}", progress)
+        cropped = time.perf_counter()
         digests = _sync_and_hash(files, workers, progress)
+        if phase_seconds is not None:  # the two halves of a build, for benchmarks/patch_cache_build.py
+            phase_seconds.update(crop_s=cropped - started, hash_fsync_s=time.perf_counter() - cropped)
         for subset, info in subsets_meta.items():
             info["input_sha256"] = digests[array_file(tmp, subset, "input")]
             info["target_sha256"] = digests[array_file(tmp, subset, "target")]
