@@ -14,6 +14,10 @@ configurations smaller than about 2 std of one configuration across seeds is not
     python benchmarks/seed_noise.py --seeds 0 1 2 3 4 --tasks denoise
     python benchmarks/seed_noise.py --smoke                  # 2 steps, 1 image, seeds 0 1: checks it runs
     python benchmarks/seed_noise.py --reuse-pipeline-run     # seed 0 is the committed metrics/: 2x, not 3x
+    python benchmarks/seed_noise.py --tasks denoise --set train.ema_decay=0.99   # a candidate change, per seed
+
+Beside the test PSNR it records each run's last validation PSNR (`val_psnr`): a candidate change is judged on
+the validation split, so the test split is only reported, never tuned to.
 
 Writes <out>/seed_noise.json (the PR report reads it; its fields: benchmarks/README.md).
 """
@@ -31,7 +35,7 @@ from common import (REPO, add_run_arguments, argument_parser, data_kind, machine
                     new_table, output_dir, pipeline_inputs, timed, with_overrides, write_json)
 
 from imrestore.data.layouts import TASKS  # training's TASKS, without importing torch
-from imrestore.params import load_params
+from imrestore.params import load_params, parse_yaml
 
 SMOKE = {"train.max_steps": 2, "evaluate.max_images": 1}
 SMOKE_SEEDS = [0, 1]
@@ -42,8 +46,8 @@ def spread(values: list[float]) -> dict:
     return {"values": list(values), "mean": statistics.mean(values), "std": statistics.stdev(values)}
 
 
-def task_summary(metrics: list[dict], train_seconds: list[float]) -> dict:
-    """One task's entry of seed_noise.json from its per-seed `evaluate` results (seed order)."""
+def task_summary(metrics: list[dict], train_seconds: list[float], val_psnr: list[float | None]) -> dict:
+    """One task's entry of seed_noise.json from its per-seed `evaluate` results and last validation PSNRs."""
     if len(metrics) < 2:
         raise ValueError(f"a spread needs at least 2 seeds, found {len(metrics)}")
     inputs = {run["input"]["psnr"] for run in metrics}
@@ -58,6 +62,7 @@ def task_summary(metrics: list[dict], train_seconds: list[float]) -> dict:
         "input_psnr": input_psnr,
         "gain_over_input": gain,
         "gain_to_noise": gain / psnr["std"] if psnr["std"] > 0 else None,
+        "val_psnr": spread(val_psnr) if None not in val_psnr else None,  # None: a run had no val split
         "train_seconds": list(train_seconds),
     }
 
@@ -69,18 +74,28 @@ def run_params(params: dict, tasks: list[str], smoke: bool) -> dict:
     return with_overrides(params, {**overrides, **(SMOKE if smoke else {})})
 
 
-def train_and_evaluate(task: str, params: dict, cache: Path, split: Path) -> tuple[dict, float]:
-    """The pipeline's train + evaluate of `task` in temporary folders: (metrics, seconds of train)."""
+def train_and_evaluate(task: str, params: dict, cache: Path, split: Path) -> tuple[dict, float, float | None]:
+    """The pipeline's train + evaluate of `task` in temporary folders: (metrics, seconds of train, the last
+    validation PSNR)."""
     from imrestore.evaluation.evaluate import EvaluateSettings, evaluate
     from imrestore.training import TrainConfig, train
 
     with tempfile.TemporaryDirectory(prefix=f"seed-noise-{task}-") as tmp:
         tmp = Path(tmp)
-        seconds = timed(lambda: train(TrainConfig.from_params(params, task), cache_dir=cache,
-                                      checkpoint_dir=tmp / "checkpoints", model_dir=tmp / "model", live_dir=None)).wall
+        trained = []
+        seconds = timed(lambda: trained.append(train(TrainConfig.from_params(params, task), cache_dir=cache,
+                                                     checkpoint_dir=tmp / "checkpoints", model_dir=tmp / "model",
+                                                     live_dir=None))).wall
+        val = trained[0].trainer.callback_metrics.get("val/psnr")
         metrics = evaluate(EvaluateSettings.for_task(params, task), weights_dir=tmp / "model", split_csv=split,
                            metrics_json=tmp / "metrics.json", report_dir=tmp / "report", progress=True)
-    return metrics, seconds
+    return metrics, seconds, None if val is None else float(val)
+
+
+def committed_val_psnr(task: str) -> float | None:
+    """The last validation PSNR of the pipeline's own run (dvclive/<task>/metrics.json), if it has one."""
+    live = REPO / "dvclive" / task / "metrics.json"
+    return json.loads(live.read_text()).get("val", {}).get("psnr") if live.is_file() else None
 
 
 def summary(seeds: list[int], params: dict, tasks: dict[str, dict]) -> dict:
@@ -99,7 +114,7 @@ def summary(seeds: list[int], params: dict, tasks: dict[str, dict]) -> dict:
 def print_table(results: dict, console: Console) -> None:
     table = new_table(f"test metrics across seeds {results['seeds']} ({results['data']} data; std: ddof = 1)",
                       ("task", "PSNR per seed", "PSNR mean ± std", "input PSNR", "gain", "gain / std",
-                       "SSIM mean ± std", "train s (mean)"))
+                       "SSIM mean ± std", "val PSNR mean ± std", "train s (mean)"))
     for task, row in results["tasks"].items():
         psnr, ssim = row["psnr"], row["ssim"]
         table.add_row(
@@ -107,6 +122,7 @@ def print_table(results: dict, console: Console) -> None:
             f"{row['input_psnr']:.3f}", f"{row['gain_over_input']:+.3f}",
             "n/a" if row["gain_to_noise"] is None else f"{row['gain_to_noise']:.1f}",
             f"{ssim['mean']:.4f} ± {ssim['std']:.4f}",
+            "n/a" if row["val_psnr"] is None else f"{row['val_psnr']['mean']:.3f} ± {row['val_psnr']['std']:.3f}",
             f"{statistics.mean(t for t in row['train_seconds'] if t is not None):.1f}",
         )
     console.print(table)
@@ -119,31 +135,41 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reuse-pipeline-run", action="store_true",
                         help="for the seed params.yaml already has, read metrics/<task>.json (the pipeline's own "
                              "train + evaluate at that seed) instead of training it again")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                        help="a params value for every seed, e.g. train.ema_decay=0.99 (YAML, read as DVC reads it)")
     add_run_arguments(parser, "2 steps, 1 test image, seeds 0 1: checks the script runs (minutes, not hours)")
     args = parser.parse_args(argv)
+    if args.overrides and args.reuse_pipeline_run:
+        parser.error("--reuse-pipeline-run reads the committed run, which --set does not describe")
+    if any("=" not in item for item in args.overrides):
+        parser.error("--set takes KEY=VALUE")
     seeds = SMOKE_SEEDS if args.smoke else args.seeds
     if len(seeds) < 2:
         parser.error("--seeds needs at least 2 seeds for a standard deviation")
     inputs = {task: pipeline_inputs(args.build, TASKS[task]) for task in args.tasks}  # before any training
     out = output_dir(args.out, args.smoke)
     params = run_params(load_params(args.params), args.tasks, args.smoke)
+    params = with_overrides(params, {key: parse_yaml(value) for key, value in
+                                     (item.split("=", 1) for item in args.overrides)})
 
     console = Console()
     tasks = {}
     for task in args.tasks:
-        runs, seconds = [], []
+        runs, seconds, vals = [], [], []
         for seed in seeds:
             console.rule(f"{task}: seed {seed}")
             committed = REPO / "metrics" / f"{task}.json"
             if args.reuse_pipeline_run and seed == params["train"].get("seed", 0) and committed.is_file():
                 # The pipeline is deterministic, so its own run at this seed is this seed's result.
-                metrics, took = json.loads(committed.read_text()), None
+                metrics, took, val = json.loads(committed.read_text()), None, committed_val_psnr(task)
                 console.print(f"seed {seed}: the pipeline's own run, {committed.relative_to(REPO)}")
             else:
-                metrics, took = train_and_evaluate(task, with_overrides(params, {"train.seed": seed}), *inputs[task])
+                metrics, took, val = train_and_evaluate(task, with_overrides(params, {"train.seed": seed}),
+                                                        *inputs[task])
             runs.append(metrics)
             seconds.append(took)
-        tasks[task] = task_summary(runs, seconds)
+            vals.append(val)
+        tasks[task] = task_summary(runs, seconds, vals)
     results = summary(seeds, params, tasks)
     print_table(results, console)
     write_json(results, out / "seed_noise.json", console)

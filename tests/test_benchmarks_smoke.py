@@ -27,7 +27,8 @@ REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = REPO / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
-SEED_NOISE_TASK_KEYS = {"psnr", "ssim", "input_psnr", "gain_over_input", "gain_to_noise", "train_seconds"}
+SEED_NOISE_TASK_KEYS = {"psnr", "ssim", "input_psnr", "gain_over_input", "gain_to_noise", "val_psnr",
+                        "train_seconds"}
 TINY_STEPS = 3
 
 
@@ -66,17 +67,20 @@ def fake_run(psnr: float, ssim: float, input_psnr: float = 25.0) -> dict:
 def test_seed_noise_statistics_are_sample_statistics():
     from seed_noise import task_summary
 
-    row = task_summary([fake_run(30.0, 0.80), fake_run(31.0, 0.82), fake_run(32.0, 0.84)], [1.0, 2.0, 3.0])
+    row = task_summary([fake_run(30.0, 0.80), fake_run(31.0, 0.82), fake_run(32.0, 0.84)], [1.0, 2.0, 3.0],
+                       [33.0, 34.0, 35.0])
     assert set(row) == SEED_NOISE_TASK_KEYS
+    assert row["val_psnr"] == {"values": [33.0, 34.0, 35.0], "mean": 34.0, "std": 1.0}
     assert row["psnr"] == {"values": [30.0, 31.0, 32.0], "mean": 31.0, "std": 1.0}  # ddof = 1 (ddof 0: 0.816)
     assert row["ssim"]["std"] == pytest.approx(0.02)
     assert (row["input_psnr"], row["gain_over_input"], row["gain_to_noise"]) == (25.0, 6.0, 6.0)
     assert row["train_seconds"] == [1.0, 2.0, 3.0]
-    assert task_summary([fake_run(30.0, 0.8)] * 2, [1.0, 1.0])["gain_to_noise"] is None  # no spread: no ratio
+    flat = task_summary([fake_run(30.0, 0.8)] * 2, [1.0, 1.0], [None, 30.0])
+    assert flat["gain_to_noise"] is None and flat["val_psnr"] is None  # no spread: no ratio; a run without val
     with pytest.raises(ValueError, match="at least 2 seeds"):
-        task_summary([fake_run(30.0, 0.8)], [1.0])
+        task_summary([fake_run(30.0, 0.8)], [1.0], [None])
     with pytest.raises(ValueError, match="input PSNR differs"):
-        task_summary([fake_run(30.0, 0.8), fake_run(30.0, 0.8, input_psnr=26.0)], [1.0, 1.0])
+        task_summary([fake_run(30.0, 0.8), fake_run(30.0, 0.8, input_psnr=26.0)], [1.0, 1.0], [None, None])
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +105,7 @@ def tiny_pipeline(tmp_path_factory) -> dict[str, Path]:
         {"n_images": 2, "baselines": {"wavelet": {"psnr": 20.5}, "nl_means": {"psnr": 22.25}, "tv": {"psnr": 21.0}}}))
     common = ["--params", str(root / "params.yaml"), "--build", str(build)]
     seed_noise = run_script("seed_noise.py", *common, "--tasks", "denoise", "--seeds", "0", "1", "2",
-                            "--out", str(root / "seed-noise"), cwd=root)
+                            "--set", "train.optim.warmup_steps=0", "--out", str(root / "seed-noise"), cwd=root)
     assert seed_noise.returncode == 0, seed_noise.stderr
     curve = run_script("training_curve.py", *common, "--task", "denoise", "--every-seconds", "0",
                        "--metrics", str(root / "metrics"), "--out", str(root / "curve"), cwd=root)
@@ -116,6 +120,8 @@ def test_seed_noise_writes_the_report_format_from_real_runs(tiny_pipeline):
     assert (results["seeds"], results["data"], list(results["tasks"])) == ([0, 1, 2], "sample", ["denoise"])
     assert results["params"]["model"] == TINY_MODEL
     assert results["params"]["train"]["max_steps"] == TINY_STEPS and "seed" not in results["params"]["train"]
+    # --set reached the params every seed runs with (0 is the default: the runs stay comparable with the curve's)
+    assert results["params"]["train"]["optim"] == {"lr": 1e-2, "warmup_steps": 0}
     row = results["tasks"]["denoise"]
     assert set(row) == SEED_NOISE_TASK_KEYS
     values = row["psnr"]["values"]
@@ -123,6 +129,7 @@ def test_seed_noise_writes_the_report_format_from_real_runs(tiny_pipeline):
     assert row["psnr"]["mean"] == pytest.approx(statistics.mean(values))
     assert row["psnr"]["std"] == pytest.approx(statistics.stdev(values))
     assert row["ssim"]["std"] == pytest.approx(statistics.stdev(row["ssim"]["values"]))
+    assert len(row["val_psnr"]["values"]) == 3  # the tiny cache has a val subset, validated every 2 steps
     assert row["gain_over_input"] == pytest.approx(row["psnr"]["mean"] - row["input_psnr"])
     assert row["gain_to_noise"] == pytest.approx(row["gain_over_input"] / row["psnr"]["std"])
     assert len(row["train_seconds"]) == 3 and all(s > 0 for s in row["train_seconds"])
