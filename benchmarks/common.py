@@ -202,24 +202,6 @@ def machine_facts(device=None) -> dict:
     }
 
 
-# ------------------------------------------------------------------------------------------------ scoring
-
-
-def to_tensor(image):
-    """An H×W×3 uint8 array as a 3×H×W tensor, as the evaluate stage scores it."""
-    import numpy as np
-    import torch
-
-    return torch.from_numpy(np.require(image, requirements=["C", "W"])).permute(2, 0, 1)  # PIL's are read-only
-
-
-def metrics_of(pred, target, crop_border: int) -> dict[str, float]:
-    """Every metric of the evaluate stage (imrestore.evaluation.metrics.METRIC_NAMES) for one uint8 3×H×W pair."""
-    from imrestore.evaluation.metrics import image_metrics
-
-    return {name: float(value[0]) for name, value in image_metrics(pred[None], target[None], crop_border).items()}
-
-
 # ------------------------------------------------------------------------- benchmarks of the pipeline's runs
 # seed_noise.py and training_curve.py train and evaluate on the pipeline's own inputs; these are their shared
 # options and checks. Paths are relative to the working directory, as in the pipeline (run from the repository
@@ -275,8 +257,3 @@ def with_overrides(params: dict, overrides: dict[str, object]) -> dict:
             node = node.setdefault(key, {})
         node[last] = value
     return params
-
-
-def data_kind(params: dict, dataset: str) -> str:
-    """"sample" when params download.<dataset>.source is the embedded sample, else "real"."""
-    return "sample" if params.get("download", {}).get(dataset, {}).get("source") == "sample" else "real"

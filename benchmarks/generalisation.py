@@ -51,8 +51,8 @@ from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
-from common import (add_run_arguments, machine_facts, metrics_of, new_table, output_dir,  # first: puts src/ on sys.path
-                    read_json, to_tensor, wide_console, write_json)
+from common import (add_run_arguments, machine_facts, new_table, output_dir,  # first: puts src/ on sys.path
+                    read_json, wide_console, write_json)
 
 from imrestore.acquire import sample
 from imrestore.acquire.sources import SourceConfig
@@ -63,7 +63,7 @@ from imrestore.errors import ImrestoreError
 from imrestore.evaluation.baselines import run_baseline
 from imrestore.evaluation.evaluate import EvaluateSettings, Restorer
 from imrestore.evaluation.inference import resolve_device
-from imrestore.evaluation.metrics import METRIC_NAMES
+from imrestore.evaluation.metrics import METRIC_NAMES, hwc_to_tensor, pair_metrics
 from imrestore.models.weights import load_network
 from imrestore.params import load_params, section
 
@@ -257,12 +257,12 @@ def score(task: str, pairs: list[dict], restorer: Restorer, baselines: tuple[str
     rows = []
     for pair in pairs:
         degraded, target = pair["degraded"], pair["target"]
-        truth = to_tensor(target)
-        restored = restorer(to_tensor(degraded)[None])[0]
+        truth = hwc_to_tensor(target)
+        restored = restorer(hwc_to_tensor(degraded)[None])[0]
         row = with_gains({"photo": pair["photo"], "image": pair["image"], "conditions": pair["conditions"],
-                          "input": metrics_of(to_tensor(degraded), truth, crop_border),
-                          "network": metrics_of(restored, truth, crop_border),
-                          "baselines": {name: metrics_of(to_tensor(run_baseline(task, name, degraded)), truth,
+                          "input": pair_metrics(hwc_to_tensor(degraded), truth, crop_border),
+                          "network": pair_metrics(restored, truth, crop_border),
+                          "baselines": {name: pair_metrics(hwc_to_tensor(run_baseline(task, name, degraded)), truth,
                                                          crop_border) for name in baselines}})
         if save_dir is not None:
             stem = save_dir / task / row["image"].replace("/", "_").removesuffix(".png")

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from common import (REPO, add_run_arguments, argument_parser, data_kind, machine_facts,  # first: puts src/ on sys.path
+from common import (REPO, add_run_arguments, argument_parser, machine_facts,  # first: puts src/ on sys.path
                     new_table, output_dir, pipeline_inputs, timed, with_overrides, write_json)
 
 from imrestore.data.layouts import TASKS  # training's TASKS, without importing torch
@@ -100,7 +100,9 @@ def committed_val_psnr(task: str) -> float | None:
 
 def summary(seeds: list[int], params: dict, tasks: dict[str, dict]) -> dict:
     """The whole of seed_noise.json."""
-    kinds = {data_kind(params, TASKS[task]) for task in tasks}
+    from imrestore.evaluation.evaluate import EvaluateSettings
+
+    kinds = {EvaluateSettings.for_task(params, task).data for task in tasks}
     train_section = {key: value for key, value in params.get("train", {}).items() if key != "seed"}
     return {
         "seeds": list(seeds),

@@ -33,15 +33,14 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from rich.console import Console
 
-from common import (add_run_arguments, argument_parser, data_kind, machine_facts,  # first: puts src/ on sys.path
-                    metrics_of, new_table, output_dir, pipeline_inputs, read_json, to_tensor, with_overrides,
-                    write_json)
+from common import (add_run_arguments, argument_parser, machine_facts,  # first: puts src/ on sys.path
+                    new_table, output_dir, pipeline_inputs, read_json, with_overrides, write_json)
 
 import imrestore.training as training
 from imrestore.data.manifest import load_rgb8
 from imrestore.evaluation.evaluate import EvaluateSettings, select_test_pairs
 from imrestore.evaluation.inference import restore_images
-from imrestore.evaluation.metrics import quantize
+from imrestore.evaluation.metrics import hwc_to_tensor, pair_metrics, quantize
 from imrestore.params import load_params
 
 NOTE = "This benchmark looks at the test split only to draw the curve, never to choose settings."
@@ -55,7 +54,7 @@ class HeldOutImages:
     def __init__(self, params: dict, task: str, split_csv: Path) -> None:
         self.settings = EvaluateSettings.for_task(params, task)
         pairs = select_test_pairs(split_csv, self.settings.max_images)
-        self.pairs = [(to_tensor(load_rgb8(Path(row.input_path))), to_tensor(load_rgb8(Path(row.target_path))))
+        self.pairs = [(hwc_to_tensor(load_rgb8(Path(row.input_path))), hwc_to_tensor(load_rgb8(Path(row.target_path))))
                       for row in pairs.itertuples()]
 
     def score(self, net: torch.nn.Module | None) -> dict[str, float]:
@@ -71,7 +70,7 @@ class HeldOutImages:
                 if net is not None:
                     restored = restore_images(net, degraded[None].to(device).float() / 255, self.settings.inference)
                     output = quantize(restored)[0].cpu()
-                rows.append(metrics_of(output, target, self.settings.crop_border))
+                rows.append(pair_metrics(output, target, self.settings.crop_border))
         finally:
             if net is not None:
                 net.train(training_mode)
@@ -173,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
                                 checkpoint_dir=Path(tmp) / "checkpoints", model_dir=Path(tmp) / "model", live_dir=None,
                                 callbacks=[recorder])
     results = {
-        "task": args.task, "dataset": dataset, "data": data_kind(params, dataset), "note": NOTE,
+        "task": args.task, "dataset": dataset, "data": test_set.settings.data, "note": NOTE,
         "every_seconds": every, "device": module.device.type, "n_images": len(test_set.pairs),
         "max_steps": module.trainer.max_steps,
         "points": recorder.points,

@@ -70,6 +70,7 @@ def test_the_config_takes_a_name_or_sizes_and_names_what_is_wrong():
     assert config.nafnet == NAFNetConfig(width=8, enc_blocks=(2, 1), middle_blocks=1, dec_blocks=(1, 1))
     assert ModelConfig.from_params(config.to_params()) == config  # what config.json records reads back
     cases = [({"nafnet": "gopro-width16"}, "model.nafnet must be a mapping of sizes or one of gopro-width32"),
+             ({"nafnet": [1]}, r"model.nafnet must be a mapping of sizes .*, found \[1\]"),
              ({"nafnet": {"depth": 3}}, "unknown key model.nafnet.depth; expected one of dec_blocks, enc_blocks"),
              ({"nafnet": {"enc_blocks": [1, 1], "dec_blocks": [1]}},
               r"model.nafnet.dec_blocks must be as many levels as enc_blocks \(2\), found \[1\]"),

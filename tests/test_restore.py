@@ -231,7 +231,9 @@ def test_a_bad_flag_is_named_as_the_user_typed_it(tmp_path):
     source = photo(tmp_path / "shot.png")
     for flags, message in ((["--tile-batch", "0"], "error: imrestore restore: --tile-batch must be an integer ≥ 1, "
                                                    "found 0"),
-                           (["--tile", "250"], "error: imrestore restore: --tile must be null or a multiple of 4 ≥ 4, "
-                                               "found 250")):
+                           (["--tile", "250"], "error: imrestore restore: --tile must be 0 (the whole image at once) "
+                                               "or a multiple of 4 ≥ 4, found 250"),
+                           (["--tile", "-8"], "error: imrestore restore: --tile must be 0 (the whole image at once) "
+                                              "or a multiple of 4 ≥ 4, found -8")):
         result = imrestore("restore", str(source), "--task", "denoise", "--out", "o", *flags, cwd=tmp_path)
         assert result.returncode == 1 and result.stderr.strip() == message

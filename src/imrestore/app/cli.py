@@ -132,8 +132,11 @@ def _restore(args: argparse.Namespace) -> None:
     if not Path(args.source).exists():  # before torch is imported: a typo is answered at once
         raise ImrestoreError(f"{args.source}: no such file or folder")
     from imrestore.app.restore import restore_files
-    from imrestore.evaluation.inference import InferenceConfig
+    from imrestore.evaluation.inference import DOWNSCALE, InferenceConfig
 
+    if args.tile < 0 or args.tile % DOWNSCALE:  # the flag spells params.yaml's null as 0, so it says so itself
+        raise ImrestoreError(f"imrestore restore: --tile must be 0 (the whole image at once) or a multiple of "
+                             f"{DOWNSCALE} ≥ {DOWNSCALE}, found {args.tile}")
     config = InferenceConfig.from_params({"tile": args.tile or None, "overlap": args.overlap,
                                           "tile_batch": args.tile_batch, "self_ensemble": args.self_ensemble},
                                          label=lambda key: f"imrestore restore: --{key.replace('_', '-')}")

@@ -36,7 +36,7 @@ from imrestore.data.manifest import default_workers, load_rgb8, read_manifest
 from imrestore.errors import ImrestoreError
 from imrestore.evaluation.baselines import baseline_names, run_baseline
 from imrestore.evaluation.inference import InferenceConfig, prepare_network, resolve_device, restore_images
-from imrestore.evaluation.metrics import METRIC_NAMES, image_metrics, quantize
+from imrestore.evaluation.metrics import METRIC_NAMES, hwc_to_tensor, image_metrics, pair_metrics, quantize
 from imrestore.evaluation.testsets import find_sidd_validation, load_sidd_validation, sidd_benchmark_folder
 from imrestore.models.network import describe_network
 from imrestore.models.weights import PUBLISHED_SUFFIXES, load_network, load_published
@@ -114,14 +114,6 @@ def select_test_pairs(split_csv: Path, max_images: int | None = None) -> pd.Data
     return test
 
 
-def _to_tensor(image: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.require(image, requirements=["C", "W"])).permute(2, 0, 1)  # PIL arrays are read-only
-
-
-def _metrics_of(pred: torch.Tensor, target: torch.Tensor, crop_border: int) -> dict[str, float]:
-    return {name: float(value[0]) for name, value in image_metrics(pred[None], target[None], crop_border).items()}
-
-
 def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
     return {name: float(np.mean([row[name] for row in rows])) for name in METRIC_NAMES}
 
@@ -195,7 +187,7 @@ def _baseline_metrics(task: str, name: str, input_path: str, target_path: str, c
     torch.set_num_threads(1)
     degraded, target = load_rgb8(Path(input_path)), load_rgb8(Path(target_path))
     output = run_baseline(task, name, degraded)
-    return _metrics_of(_to_tensor(output), _to_tensor(target), crop_border)
+    return pair_metrics(hwc_to_tensor(output), hwc_to_tensor(target), crop_border)
 
 
 def evaluate_baselines(task: str, names: tuple[str, ...], pairs: pd.DataFrame, crop_border: int,
@@ -226,8 +218,8 @@ def evaluate_sidd_validation(restorer: Restorer, folder: Path, crop_border: int,
     with progress_bar("SIDD validation blocks", total=len(blocks), unit="blocks", enabled=progress) as advance:
         for start in range(0, len(blocks), BLOCK_BATCH):
             chunk = blocks[start:start + BLOCK_BATCH]
-            noisy = torch.stack([_to_tensor(block) for _, block, _ in chunk])
-            clean = torch.stack([_to_tensor(block) for _, _, block in chunk])
+            noisy = torch.stack([hwc_to_tensor(block) for _, block, _ in chunk])
+            clean = torch.stack([hwc_to_tensor(block) for _, _, block in chunk])
             restored = restorer(noisy)
             for metrics, pred in ((ours, restored), (inputs, noisy)):
                 batch = image_metrics(pred, clean, crop_border)
@@ -282,12 +274,12 @@ def evaluate(settings: EvaluateSettings, weights_dir: Path, split_csv: Path, met
                 if degraded.shape != target.shape:
                     raise ImrestoreError(f"{pair.input_path} is {degraded.shape} but its target {pair.target_path} "
                                          f"is {target.shape}; expected the same size")
-                restored = restorer(_to_tensor(degraded)[None])[0]
-                ours.append(_metrics_of(restored, _to_tensor(target), settings.crop_border))
+                restored = restorer(hwc_to_tensor(degraded)[None])[0]
+                ours.append(pair_metrics(restored, hwc_to_tensor(target), settings.crop_border))
                 for name, other in published.items():
-                    theirs[name].append(_metrics_of(other(_to_tensor(degraded)[None])[0], _to_tensor(target),
+                    theirs[name].append(pair_metrics(other(hwc_to_tensor(degraded)[None])[0], hwc_to_tensor(target),
                                                     settings.crop_border))
-                inputs.append(_metrics_of(_to_tensor(degraded), _to_tensor(target), settings.crop_border))
+                inputs.append(pair_metrics(hwc_to_tensor(degraded), hwc_to_tensor(target), settings.crop_border))
                 rows.append({"name": pair.pair_id, "psnr": ours[-1]["psnr"], "ssim": ours[-1]["ssim"],
                              "input_psnr": inputs[-1]["psnr"], "input_ssim": inputs[-1]["ssim"]})
                 if index in shown:

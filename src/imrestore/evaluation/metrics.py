@@ -70,6 +70,7 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
 import torch
 
 from imrestore.errors import ImrestoreError
@@ -416,3 +417,16 @@ def image_metrics(pred: torch.Tensor, target: torch.Tensor, crop_border: int = 0
     """
     pred, target = _checked_pair(pred, target, crop_border, WINDOW_SIZE, "SSIM")
     return _by_group(_all_metrics, METRIC_NAMES, pred, target)
+
+
+def pair_metrics(pred: torch.Tensor, target: torch.Tensor, crop_border: int = 0) -> dict[str, float]:
+    """`image_metrics` of one uint8 3×H×W pair, as plain floats: one row of a per-image table."""
+    return {name: float(value[0]) for name, value in image_metrics(pred[None], target[None], crop_border).items()}
+
+
+def hwc_to_tensor(image: np.ndarray) -> torch.Tensor:
+    """A decoded H×W×3 uint8 array as the 3×H×W tensor the metrics and networks take (a view, no copy).
+
+    PIL's arrays are read-only, which torch.from_numpy warns about; np.require copies only those.
+    """
+    return torch.from_numpy(np.require(image, requirements=["C", "W"])).permute(2, 0, 1)

@@ -49,7 +49,7 @@ class NAFNetConfig(Section):
     def from_params(cls, value: Any, where: str | None = None, **options: Any) -> NAFNetConfig:
         """A mapping of sizes, or the name of one of NAMED_SIZES."""
         if isinstance(value, str) or not (value is None or isinstance(value, Mapping)):
-            if value not in NAMED_SIZES:
+            if not isinstance(value, str) or value not in NAMED_SIZES:  # a list is unhashable: test the type first
                 raise invalid(f"params.yaml: {where or cls.SECTION}",
                               f"a mapping of sizes or one of {', '.join(NAMED_SIZES)}", value)
             return NAMED_SIZES[value]
