@@ -34,7 +34,11 @@ DCN_KERNELS = (3, 4)
 DCN_BACKENDS = ("auto", *BACKENDS)
 NORMS = ("layer", "batch")
 DOWNSCALE = 4  # two stride-2 stages
-LAYER_SCALE_INIT = 1e-2
+# VAN initialises its layer scale at 1e-2 for 300-epoch runs. At the sample's 600 steps that mutes the body for
+# the first part of the run, and each seed's run gets going at a different step: the denoiser's validation PSNR
+# across seeds 0, 1, 2 spread by σ 0.89 dB at 1e-2, 0.55 at 0.1 and 0.22 at 1.0, at the same mean (README,
+# "Training on the sample"). LayerNorm, not a small scale, is what keeps the blocks finite (`norm_layer`).
+LAYER_SCALE_INIT = 1.0
 
 
 @dataclass(frozen=True)
@@ -135,8 +139,8 @@ class ModifiedResBlock(nn.Module):
         self.lka = LargeKernelAttention(channels) if lka else nn.Identity()
         self.channel_attention = ChannelAttention(channels) if attention else nn.Identity()
         self.mlp = MLP(channels)
-        # Layer scale (VAN uses it around LKA, with the same 1e-2): each block starts close to the identity, so
-        # a deep body trains from the first step as a shallow one would.
+        # Layer scale (VAN's, around LKA): a per-channel gain on the branch that training tunes block by block.
+        # It starts at LAYER_SCALE_INIT (1.0; VAN's 1e-2 left short runs at the mercy of the seed).
         self.scale = nn.Parameter(torch.full((1, channels, 1, 1), LAYER_SCALE_INIT))
 
     def branch(self, x: torch.Tensor) -> torch.Tensor:
