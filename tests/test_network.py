@@ -255,3 +255,13 @@ def test_layernorm2d_normalises_each_pixel_over_its_channels() -> None:
     torch.testing.assert_close(y.var(dim=1, unbiased=False), torch.ones(2, 5, 7), atol=1e-4, rtol=0)
     channels_last = norm(x.contiguous(memory_format=torch.channels_last))
     torch.testing.assert_close(channels_last, y)
+
+
+def test_every_block_starts_at_the_configured_layer_scale_and_a_bad_one_is_named():
+    for value in (1.0, 0.01):
+        net = RestorationNet(ModelConfig(blocks=2, features=8, layer_scale=value))
+        for block in net.body:  # float32 holds 0.01 as 0.0099999998
+            assert torch.equal(block.scale, torch.full((1, 32, 1, 1), value))
+    assert ModelConfig.from_params({"layer_scale": 0.1}).layer_scale == 0.1
+    with pytest.raises(ImrestoreError, match=r"model\.layer_scale must be a number > 0, found 0"):
+        ModelConfig.from_params({"layer_scale": 0})
