@@ -257,10 +257,10 @@ def score(task: str, pairs: list[dict], restorer: Restorer, baselines: tuple[str
     rows = []
     for pair in pairs:
         degraded, target = pair["degraded"], pair["target"]
-        truth = hwc_to_tensor(target)
-        restored = restorer(hwc_to_tensor(degraded)[None])[0]
+        truth, given = hwc_to_tensor(target), hwc_to_tensor(degraded)
+        restored = restorer(given[None])[0]
         row = with_gains({"photo": pair["photo"], "image": pair["image"], "conditions": pair["conditions"],
-                          "input": pair_metrics(hwc_to_tensor(degraded), truth, crop_border),
+                          "input": pair_metrics(given, truth, crop_border),
                           "network": pair_metrics(restored, truth, crop_border),
                           "baselines": {name: pair_metrics(hwc_to_tensor(run_baseline(task, name, degraded)), truth,
                                                          crop_border) for name in baselines}})

@@ -54,7 +54,7 @@ class HeldOutImages:
     def __init__(self, params: dict, task: str, split_csv: Path) -> None:
         self.settings = EvaluateSettings.for_task(params, task)
         pairs = select_test_pairs(split_csv, self.settings.max_images)
-        self.pairs = [(hwc_to_tensor(load_rgb8(Path(row.input_path))), hwc_to_tensor(load_rgb8(Path(row.target_path))))
+        self.pairs = [tuple(hwc_to_tensor(load_rgb8(Path(path))) for path in (row.input_path, row.target_path))
                       for row in pairs.itertuples()]
 
     def score(self, net: torch.nn.Module | None) -> dict[str, float]:

@@ -274,12 +274,12 @@ def evaluate(settings: EvaluateSettings, weights_dir: Path, split_csv: Path, met
                 if degraded.shape != target.shape:
                     raise ImrestoreError(f"{pair.input_path} is {degraded.shape} but its target {pair.target_path} "
                                          f"is {target.shape}; expected the same size")
-                restored = restorer(hwc_to_tensor(degraded)[None])[0]
-                ours.append(pair_metrics(restored, hwc_to_tensor(target), settings.crop_border))
+                degraded_chw, target_chw = hwc_to_tensor(degraded), hwc_to_tensor(target)  # once: each may copy
+                restored = restorer(degraded_chw[None])[0]
+                ours.append(pair_metrics(restored, target_chw, settings.crop_border))
                 for name, other in published.items():
-                    theirs[name].append(pair_metrics(other(hwc_to_tensor(degraded)[None])[0], hwc_to_tensor(target),
-                                                    settings.crop_border))
-                inputs.append(pair_metrics(hwc_to_tensor(degraded), hwc_to_tensor(target), settings.crop_border))
+                    theirs[name].append(pair_metrics(other(degraded_chw[None])[0], target_chw, settings.crop_border))
+                inputs.append(pair_metrics(degraded_chw, target_chw, settings.crop_border))
                 rows.append({"name": pair.pair_id, "psnr": ours[-1]["psnr"], "ssim": ours[-1]["ssim"],
                              "input_psnr": inputs[-1]["psnr"], "input_ssim": inputs[-1]["ssim"]})
                 if index in shown:

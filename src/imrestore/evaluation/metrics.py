@@ -425,8 +425,6 @@ def pair_metrics(pred: torch.Tensor, target: torch.Tensor, crop_border: int = 0)
 
 
 def hwc_to_tensor(image: np.ndarray) -> torch.Tensor:
-    """A decoded H×W×3 uint8 array as the 3×H×W tensor the metrics and networks take (a view, no copy).
-
-    PIL's arrays are read-only, which torch.from_numpy warns about; np.require copies only those.
-    """
+    """A decoded H×W×3 uint8 array as the 3×H×W tensor the metrics and networks take: a view of the array,
+    or of a copy when the array is read-only (PIL's are, and torch.from_numpy warns about those)."""
     return torch.from_numpy(np.require(image, requirements=["C", "W"])).permute(2, 0, 1)
