@@ -5,16 +5,21 @@ state dict, and config.json), checkpoints in build/checkpoints/<task>/ (kept bet
 and DVCLive curves in dvclive/<task>/.
 """
 
+import sys
 from pathlib import Path
 
 from imrestore.errors import exit_on_error
 from imrestore.params import load_params, stage_argument
-from imrestore.training import TASKS, TrainConfig, train
+from imrestore.training import TASKS, TrainConfig, train, with_task_values
 
 
 @exit_on_error
 def main(task: str) -> None:
-    train(TrainConfig.from_params(load_params(), task), cache_dir=Path("build/patches") / TASKS[task],
+    params = load_params()
+    config = TrainConfig.from_params(params, task)
+    for outvoted in with_task_values(params.get("train") or {}, task)[1]:  # e.g. -S train.max_steps=50 over a preset's steps
+        print(f"note: {outvoted}", file=sys.stderr)
+    train(config, cache_dir=Path("build/patches") / TASKS[task],
           checkpoint_dir=Path("build/checkpoints") / task, model_dir=Path("models") / task,
           live_dir=Path("dvclive") / task)
 

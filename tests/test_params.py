@@ -11,7 +11,7 @@ from dvc.utils.serialize import parse_yaml as dvc_parse_yaml
 
 from imrestore.errors import ImrestoreError
 from imrestore.params import compose, load_params, parse_yaml
-from imrestore.training import TrainSettings
+from imrestore.training import TrainSettings, with_task_values
 
 # What `dvc exp run -S key=value` writes back for values users type, and YAML 1.1/1.2 differences.
 AMBIGUOUS = """\
@@ -86,7 +86,7 @@ def test_every_key_of_params_yaml_is_checked_and_named_in_one_format() -> None:
     checked = 0
     for path in leaves(params):
         if path[:2] in {("train", "per_task")}:
-            continue  # per-task mappings are empty by default; test_a_per_task_value_fills… covers them
+            continue  # test_a_per_task_value_fills… covers the per-task values
         broken = json.loads(json.dumps(params))
         node = broken
         for key in path[:-1]:
@@ -156,25 +156,28 @@ def test_each_preset_composes_its_values_into_the_train_section(task) -> None:
     assert (paper.optim.loss, paper.optim.optimizer, paper.optim.lr, paper.optim.scheduler, paper.optim.step_size) == \
         ("mse", "adam", 0.01, "step", step_size)
     assert (full.crop, full.batch_size, full.compile, full.optim.lr) == (256, 32, True, 1e-3)
-    assert (cpu.crop, cpu.max_steps, cpu.optim.lr) == (64, 600, 2e-3)
+    assert (cpu.crop, cpu.max_steps, cpu.optim.lr) == (64, {"deblur": 600, "denoise": 1000}[task], 2e-3)
+    assert full.max_steps == full.optim.max_steps == 200_000, "full's steps are for both tasks"
     assert paper.seed == full.seed == cpu.seed, "a preset changes only what it names"
 
 
-def test_a_per_task_value_fills_a_null_and_a_key_set_twice_is_refused() -> None:
+def test_a_per_task_value_fills_a_null_and_a_value_set_for_every_task_wins_out_loud() -> None:
     train = {"max_steps": None, "crop": 64, "optim": {"lr": 1e-3, "step_size": None},
              "per_task": {"deblur": {"max_steps": 7, "optim": {"step_size": 3}},
                           "denoise": {"optim": {"step_size": 5}}}}
     settings = TrainSettings.for_task(train, "deblur")
     assert (settings.max_steps, settings.optim.step_size, settings.optim.lr) == (7, 3, 1e-3)
+    assert with_task_values(train, "deblur")[1] == [], "nothing outvoted"
     with pytest.raises(ImrestoreError, match=r"^params\.yaml: train\.max_steps must be an integer ≥ 1, found None$"):
         TrainSettings.for_task(train, "denoise")  # nothing fills it
-    twice = {**train, "max_steps": 50}
-    with pytest.raises(ImrestoreError, match=r"train.max_steps is 50 and train.per_task.deblur.max_steps is 7; "
-                                             r"set one of them and null the other"):
-        TrainSettings.for_task(twice, "deblur")
-    nested = {**train, "optim": {"step_size": 9}}
-    with pytest.raises(ImrestoreError, match=r"train.optim.step_size is 9 and train.per_task.deblur.optim"):
-        TrainSettings.for_task(nested, "deblur")
+    both = {**train, "max_steps": 50, "optim": {"lr": 1e-3, "step_size": 9}}  # -S train.max_steps=50 …
+    for task in ("deblur", "denoise"):
+        settings = TrainSettings.for_task(both, task)
+        assert (settings.max_steps, settings.optim.step_size) == (50, 9), task
+    assert with_task_values(both, "deblur")[1] == [
+        "train.max_steps is 50, so train.per_task.deblur.max_steps (7) is not used",
+        "train.optim.step_size is 9, so train.per_task.deblur.optim.step_size (3) is not used"]
+    assert with_task_values({**train, "max_steps": 7}, "deblur")[1] == [], "the same value twice outvotes nothing"
     for per_task, message in (({"deblr": {}}, r"unknown key train.per_task.deblr; expected one of deblur, denoise"),
                               ({"deblur": {"crops": 1}}, r"unknown key train.per_task.deblur.crops; expected one "
                                                          r"of .*batch_size"),

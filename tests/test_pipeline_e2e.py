@@ -81,8 +81,16 @@ def pipeline(tmp_path_factory) -> Path:
         tiny |= {f"{name}.{key}": value for key, value in values.items()}
     edit_conf(repo, tiny)
     sh("imrestore", "data", cwd=repo)
-    sh("dvc", "repro", cwd=repo)
+    ran = sh("dvc", "repro", cwd=repo)
+    (repo.parent / "repro.out").write_text(ran.stdout + ran.stderr)  # for the tests that read what it printed
     return repo
+
+
+def test_a_step_count_for_every_task_wins_over_the_presets_per_task_steps_and_says_so(pipeline):
+    """The trained step count itself is checked with the curves (test_repro_trains_both_tasks_and_exports_weights: step 3 of 4)."""
+    printed = (pipeline.parent / "repro.out").read_text()
+    for task, steps in (("deblur", 600), ("denoise", 1000)):  # conf/train/cpu.yaml's per-task budget
+        assert f"note: train.max_steps is 4, so train.per_task.{task}.max_steps ({steps}) is not used" in printed
 
 
 def test_stage_outputs_respect_the_umask(pipeline):

@@ -205,15 +205,17 @@ class TrainSettings(Section):
         """`train` for `task`: `train.per_task.<task>` fills the keys `train` leaves null."""
         if section is not None and not isinstance(section, dict):
             raise invalid("params.yaml: train", "a mapping", section)
-        return cls.from_params(with_task_values(section or {}, task))
+        return cls.from_params(with_task_values(section or {}, task)[0])
 
 
-def with_task_values(section: dict[str, Any], task: str) -> dict[str, Any]:
-    """`train` with `train.per_task.<task>` filled in (and `per_task` removed).
+def with_task_values(section: dict[str, Any], task: str) -> tuple[dict[str, Any], list[str]]:
+    """`train` with `train.per_task.<task>` filled in (and `per_task` removed), and the per-task values set aside.
 
-    A task's value fills a key that `train` leaves null; a key set in both places is refused, because one of
-    the two values would be silently ignored (e.g. `-S train.max_steps=50` under the paper's preset, which sets
-    steps per task). Nested sections (`optim`) follow the same rule key by key.
+    A task's value fills a key that `train` leaves null. Where `train` sets the key too, `train`'s value wins:
+    `-S train.max_steps=50` means every task, under any preset, whatever steps the preset gives each task. The
+    per-task values it outvotes come back as sentences (`train.max_steps is 50, so train.per_task.denoise.max_steps
+    (1000) is not used`) for the train stage to print, so none is ignored silently. Nested sections (`optim`)
+    follow the same rule key by key.
     """
     section = dict(section)
     per_task = section.pop("per_task", None) or {}
@@ -225,24 +227,25 @@ def with_task_values(section: dict[str, Any], task: str) -> dict[str, Any]:
         reject_unknown(own, TrainSettings.keys(), where)
         if isinstance(own.get("optim"), dict):
             reject_unknown(own["optim"], OptimConfig.keys(), f"{where}.optim")
-    return _fill_nulls(section, own, "train", where)
+    set_aside: list[str] = []
+    return _fill_nulls(section, own, "train", where, set_aside), set_aside
 
 
-def _fill_nulls(shared: dict[str, Any], own: Any, shared_at: str, own_at: str) -> dict[str, Any]:
+def _fill_nulls(shared: dict[str, Any], own: Any, shared_at: str, own_at: str,
+                set_aside: list[str]) -> dict[str, Any]:
     """`shared` with the values of `own` (e.g. `train.per_task.deblur`) in the keys it leaves null, nested
-    mappings key by key. A key set (not null) in both is refused, naming both: one value would be ignored."""
+    mappings key by key; a key `shared` sets keeps its value, and `set_aside` says which of `own`'s it outvoted."""
     if not isinstance(own, dict):
         raise ImrestoreError(f"params.yaml: {own_at} must be a mapping of {shared_at} keys, found {own!r}")
     filled = dict(shared)
     for key, value in own.items():
         current = filled.get(key)
         if isinstance(current, dict):
-            filled[key] = _fill_nulls(current, value, f"{shared_at}.{key}", f"{own_at}.{key}")
+            filled[key] = _fill_nulls(current, value, f"{shared_at}.{key}", f"{own_at}.{key}", set_aside)
         elif current is None:
             filled[key] = value
-        else:
-            raise ImrestoreError(f"params.yaml: {shared_at}.{key} is {current!r} and {own_at}.{key} is {value!r}; "
-                                 "set one of them and null the other (a per-task value fills a null)")
+        elif value is not None and value != current:
+            set_aside.append(f"{shared_at}.{key} is {current!r}, so {own_at}.{key} ({value!r}) is not used")
     return filled
 
 

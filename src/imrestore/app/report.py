@@ -212,7 +212,7 @@ def describe_data(task: str, metrics: dict | None, params: dict) -> str:
 
 def describe_budget(task: str, params: dict) -> str:
     """`, trained 600 steps of 4 × 64² crops` from the revision's `train` section, where a null is filled by the
-    task's own value (training.with_task_values, which also refuses a key set in both)."""
+    task's own value, as training.with_task_values fills it (read here without importing the training stack)."""
     train = params.get("train") or {}
     own = (train.get("per_task") or {}).get(task) or {}
     steps, batch, crop = (own.get(key) if train.get(key) is None else train.get(key)
