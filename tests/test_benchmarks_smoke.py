@@ -111,7 +111,7 @@ def tiny_pipeline(tmp_path_factory) -> dict[str, Path]:
                        "--metrics", str(root / "metrics"), "--out", str(root / "curve"), cwd=root)
     assert curve.returncode == 0, curve.stderr
     return {"seed_noise": root / "seed-noise" / "seed_noise.json", "curve": root / "curve",
-            "curve_stdout": curve.stdout}
+            "curve_stdout": curve.stdout, "root": root, "common": common}
 
 
 def test_seed_noise_writes_the_report_format_from_real_runs(tiny_pipeline):
@@ -151,6 +151,25 @@ def test_training_curve_points_are_the_pipelines_own_evaluation(tiny_pipeline):
     assert "test split only to draw the curve, never to choose settings" in results["note"]
     assert "never to choose settings" in " ".join(tiny_pipeline["curve_stdout"].split())
     assert (tiny_pipeline["curve"] / "training_curve_denoise.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_dcn_offset_lr_records_each_scale_against_the_kernel_3_reference(tiny_pipeline):
+    out = tiny_pipeline["root"] / "dcn-offset-lr"
+    done = run_script("dcn_offset_lr.py", *tiny_pipeline["common"], "--smoke", "--blocks", "1", "--scales", "1", "0",
+                      "--out", str(out), cwd=tiny_pipeline["root"])
+    assert done.returncode == 0, done.stderr
+    results = json.loads((out / "dcn_offset_lr.json").read_text())
+    assert list(results["variants"]) == ["k4 scale 1", "k4 scale 0", "k3 scale 1"]
+    assert (results["reference"], results["blocks"], results["max_steps"]) == ("k3 scale 1", 1, 2)
+    assert "never reads the test split" in results["note"]
+    for name, row in results["variants"].items():
+        assert [p["step"] for p in row["points"]] == [1, 2]  # --smoke validates every step
+        assert all(math.isfinite(p["val_psnr"]) and p["grad_norm"] > 0 for p in row["points"])
+    frozen = results["variants"]["k4 scale 0"]["points"]
+    assert all(p["rms_offset_px"] == 0 for p in frozen)  # lr 0: the zero-initialised grid stays regular
+    # the tail starts at zero, so no gradient reaches any offset in step 1; from step 2 they move
+    assert [p["rms_offset_px"] > 0 for p in results["variants"]["k4 scale 1"]["points"]] == [False, True]
+    assert all(p["grad_norm_vs_reference"] == 1 for p in results["variants"]["k3 scale 1"]["points"])
 
 
 @pytest.mark.parametrize(("script", "task"), [("seed_noise", "--tasks"), ("training_curve", "--task")])

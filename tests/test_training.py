@@ -66,6 +66,26 @@ def test_a_tiny_fit_lowers_the_loss(tmp_path):
     assert "val/psnr" in trainer_metrics(module) and "val/ssim" in trainer_metrics(module)
 
 
+@pytest.mark.parametrize("scale", [0.0, 0.1])
+def test_the_dcn_offset_predictors_learn_at_their_own_scaled_lr(tmp_path, scale):
+    L.seed_everything(0)
+    module = RestorationModule(TINY_MODEL, {"lr": 2e-3, "max_steps": 8, "offset_lr_scale": scale})
+    groups = module.configure_optimizers()["optimizer"].param_groups
+    assert [g["name"] for g in groups] == ["network", "dcn_offsets"]
+    assert [g["lr"] for g in groups] == pytest.approx([2e-3, 2e-3 * scale])
+    grouped = [id(p) for g in groups for p in g["params"]]
+    assert sorted(grouped) == sorted(id(p) for p in module.parameters())  # every parameter, each once
+    offsets = {name: p.detach().clone() for name, p in module.named_parameters() if ".offset_mask." in name}
+    others = {name: p.detach().clone() for name, p in module.named_parameters() if ".offset_mask." not in name}
+    assert offsets and all(not p.any() for p in offsets.values())  # zero-initialised: a regular grid
+    trainer(tmp_path, max_steps=8, enable_checkpointing=False).fit(
+        module, datamodule=data(noisy_cache(tmp_path / "cache"), steps_per_epoch=8))
+    after = dict(module.named_parameters())
+    moved = [name for name, p in offsets.items() if not torch.equal(after[name], p)]
+    assert bool(moved) == (scale > 0)  # lr 0 holds the sampling grid regular; weight decay of zero is zero
+    assert any(not torch.equal(after[name], p) for name, p in others.items())
+
+
 def trainer_metrics(module):
     return module.trainer.callback_metrics
 

@@ -28,6 +28,7 @@ from torchmetrics.functional.image import peak_signal_noise_ratio, structural_si
 from imrestore import atomic
 from imrestore.data.layouts import TASKS
 from imrestore.errors import ImrestoreError
+from imrestore.models.dcn import DeformableConv2d
 from imrestore.models.network import ModelConfig, build_network
 from imrestore.params import (BOOLEAN, TEXT, Section, choice, either, given, integer, invalid, nested, number,
                               optional, param, reject_unknown)
@@ -58,6 +59,9 @@ class OptimConfig(Section):
     gamma: float = param(0.5, number(above=0))
     max_steps: int = given(100)  # the run's length (train.max_steps), which the cosine schedule spans
     min_lr_ratio: float = param(0.01, number(minimum=0, maximum=1))  # cosine decays to lr · min_lr_ratio
+    # lr of the deformable convolutions' offset/mask predictors, as a fraction of lr (0 freezes them at the
+    # regular grid); BasicSR's EDVR has the same lever (dcn_lr_mul). README, "Training on the sample".
+    offset_lr_scale: float = param(0.1, number(minimum=0))
 
 
 def restoration_loss(name: str, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -136,11 +140,28 @@ class RestorationModule(L.LightningModule):
                                                        sigma=1.5, kernel_size=11)
             self.log("val/ssim", ssim, batch_size=size)
 
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """The optimiser's groups, named so Lightning's lr monitor logs each (`lr-AdamW/<name>`).
+
+        The offset/mask predictors start at zero (a regular grid). Adam's first steps are about lr in size
+        whatever the gradient's magnitude, so at the network's lr they scatter the sampling points within tens
+        of steps, before the rest of the network has learnt anything to align them to; a kernel-4 network then
+        stalls for hundreds of steps (benchmarks/dcn_offset_lr.py). A smaller lr for them keeps the grid
+        near-regular while the features form."""
+        offsets = [p for m in self.net.modules() if isinstance(m, DeformableConv2d) for p in m.offset_mask.parameters()]
+        offset_ids = {id(p) for p in offsets}
+        groups = [{"name": "network", "params": [p for p in self.parameters() if id(p) not in offset_ids]}]
+        if offsets:  # NAFNet has none
+            offset_lr = self.optim_config.lr * self.optim_config.offset_lr_scale
+            groups.append({"name": "dcn_offsets", "params": offsets, "lr": offset_lr})
+        return groups
+
     def configure_optimizers(self) -> dict:
         config = self.optim_config
         optimizer_class = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
         weight_decay = config.weight_decay if config.optimizer == "adamw" else 0.0
-        optimizer = optimizer_class(self.parameters(), lr=config.lr, weight_decay=weight_decay, betas=(0.9, 0.99))
+        optimizer = optimizer_class(self.parameter_groups(), lr=config.lr, weight_decay=weight_decay,
+                                    betas=(0.9, 0.99))
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: learning_rate_factor(step, config))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 

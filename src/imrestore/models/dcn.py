@@ -294,7 +294,7 @@ class DeformableConv2d(nn.Module):
         nn.init.zeros_(self.offset_mask.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        offset, mask = self._offset_and_mask(x)
+        offset, mask = self.offset_and_mask(x)
         before, _ = self.padding
         stride = (self.stride, self.stride)
         if resolve_backend(self.backend, x.device) == "grid_sample":
@@ -312,7 +312,8 @@ class DeformableConv2d(nn.Module):
             return x, before
         return F.pad(x, (before, after, before, after)), 0
 
-    def _offset_and_mask(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def offset_and_mask(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, 2·k², H, W) sampling offsets in pixels (0: the regular grid) and (B, k², H, W) modulation in (0, 2)."""
         padded, padding = self._pad(x)
         offset_and_logits = F.conv2d(
             padded, self.offset_mask.weight, self.offset_mask.bias, stride=self.stride, padding=padding
