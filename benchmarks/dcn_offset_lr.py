@@ -47,7 +47,8 @@ REFERENCE = {"dcn_kernel": 3, "offset_lr_scale": 1.0}
 
 class OffsetProbe(Callback):
     """At every validation: the val PSNR, the RMS offset the DCN layers predict on the first val batch, and the
-    gradient norm that reached the network's parameters in the last training step."""
+    gradient norm that reached the optimiser's `network` group (everything but the offset predictors:
+    `RestorationModule.parameter_groups`) in the last training step."""
 
     def __init__(self) -> None:
         self.points: list[dict] = []
@@ -57,7 +58,8 @@ class OffsetProbe(Callback):
         self.started = time.perf_counter()
 
     def on_after_backward(self, trainer, module) -> None:
-        grads = [p.grad for name, p in module.net.named_parameters() if p.grad is not None and "offset_mask" not in name]
+        network = next(g for g in trainer.optimizers[0].param_groups if g["name"] == "network")
+        grads = [p.grad for p in network["params"] if p.grad is not None]
         self.grad_norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
 
     def on_validation_batch_start(self, trainer, module, batch, batch_index, dataloader_idx=0) -> None:
@@ -94,8 +96,8 @@ def run_variant(params: dict, task: str, cache: Path) -> list[dict]:
     return probe.points
 
 
-def variant_name(kernel: int, scale: float) -> str:
-    return f"k{kernel} scale {scale:g}"
+def variant_name(dcn_kernel: int, offset_lr_scale: float) -> str:
+    return f"k{dcn_kernel} scale {offset_lr_scale:g}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -110,16 +112,16 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     cache, _ = pipeline_inputs(args.build, training.TASKS[args.task])
     out = output_dir(args.out, args.smoke)
-    base = with_overrides(load_params(args.params), {"model.blocks": args.blocks, "train.max_steps": args.steps})
-    base = with_overrides(base, SMOKE if args.smoke else {})
+    base = with_overrides(load_params(args.params), {"model.blocks": args.blocks, "train.max_steps": args.steps,
+                                                     **(SMOKE if args.smoke else {})})
 
     console = Console()
     console.print(NOTE)
     variants = [{"dcn_kernel": args.kernel, "offset_lr_scale": scale} for scale in args.scales] + [REFERENCE]
     results = {"benchmark": "dcn_offset_lr", "task": args.task, "note": NOTE, "blocks": args.blocks,
-               "max_steps": base["train"]["max_steps"], "reference": variant_name(3, 1.0), "variants": {}}
+               "max_steps": base["train"]["max_steps"], "reference": variant_name(**REFERENCE), "variants": {}}
     for variant in variants:
-        name = variant_name(variant["dcn_kernel"], variant["offset_lr_scale"])
+        name = variant_name(**variant)
         console.rule(name)
         params = with_overrides(base, {"model.dcn_kernel": variant["dcn_kernel"],
                                        "train.optim.offset_lr_scale": variant["offset_lr_scale"]})
