@@ -22,12 +22,15 @@ def sidd_manifest(scenes: int = 10, instances: int = 4) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def gopro_manifest() -> pd.DataFrame:
+def gopro_manifest(blur: dict[str, float] | None = None) -> pd.DataFrame:
+    """Five train and two test sequences of 4 frames; `blur` gives sequences an input–target MAE."""
     rows = []
     for split, seqs in (("train", ["A", "B", "C", "D", "E"]), ("test", ["T1", "T2"])):
         for seq, frame in itertools.product(seqs, range(4)):
             rows.append({"pair_id": f"{split}/{seq}/{frame:06d}", "split": split, "group": seq,
                          "input_sha256": f"{seq}{frame}i", "target_sha256": f"{seq}{frame}t"})
+            if blur is not None:
+                rows[-1]["input_target_mae"] = blur.get(seq, 8.0) + 0.1 * frame
     return pd.DataFrame(rows)
 
 
@@ -73,6 +76,29 @@ def test_gopro_keeps_the_official_split_and_carves_val_from_train_sequences():
     assert len(val) == 4 and val["group"].nunique() == 1 and set(val["split"]) == {"train"}
     summary = split_summary(table, "gopro", SplitConfig(val_fraction=0.2))
     assert summary["pairs"] == {"train": 16, "val": 4, "test": 8} and summary["groups"]["test"] == 2
+
+
+def test_gopro_val_is_the_sequence_whose_blur_is_most_like_the_rest():
+    # A barely blurred sequence would measure nothing as val (its PSNR falls as the network departs from
+    # identity); whatever the seed, the one closest to the other train sequences' blur is held out.
+    blur = {"A": 1.0, "B": 14.0, "C": 9.0, "D": 5.0, "E": 12.0}  # the other four of C average 8.0
+    chosen = {seed: assign_subsets(gopro_manifest(blur), "gopro", SplitConfig(seed=seed, val_fraction=0.2))
+              for seed in range(5)}
+    assert {seed: set(table.loc[table["subset"] == "val", "group"]) for seed, table in chosen.items()} == {
+        seed: {"C"} for seed in range(5)}
+    # Without the column, the seed alone decides, as before.
+    plain = {frozenset(assign_subsets(gopro_manifest(), "gopro", SplitConfig(seed=s, val_fraction=0.2))
+                       .query("subset == 'val'")["group"]) for s in range(8)}
+    assert len(plain) > 1
+
+
+def test_sidd_splits_by_its_camera_and_iso_metadata_not_by_measured_noise():
+    manifest = sidd_manifest()
+    noisy = manifest.assign(input_target_mae=[float(n % 7) for n in range(len(manifest))])
+    for seed in range(3):
+        config = SplitConfig(seed=seed, val_fraction=0.1)
+        assert assign_subsets(noisy, "sidd", config)["subset"].tolist() == \
+            assign_subsets(manifest, "sidd", config)["subset"].tolist()
 
 
 def test_leaks_are_named():
