@@ -211,12 +211,27 @@ def test_deblur_headroom_smoke_fits_the_filters_it_reports(tmp_path):
     assert mean["one_filter"] > mean["input"] + 2 and mean["own_filter"] > mean["input"] + 2
 
 
-def test_deblur_headroom_trains_on_blur_made_afresh(tmp_path):
+def test_dead_leaves_cover_the_image_with_palette_discs_of_every_scale():
+    from deblur_headroom import dead_leaves
+
+    palette = np.array([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [1.0, 0.0, 0.0]], dtype=np.float32)
+    image = dead_leaves(np.random.default_rng(3), 96, palette)
+    assert image.shape == (96, 96, 3) and image.dtype == np.float32
+    assert np.array_equal(image, dead_leaves(np.random.default_rng(3), 96, palette))
+    # Anti-aliased edges aside, pixels are palette colours (all three appear), so every pixel was covered.
+    distance = np.abs(image[:, :, None, :] - palette[None, None]).max(axis=-1).min(axis=-1)
+    assert (distance < 0.02).mean() > 0.5
+    assert all((np.abs(image - colour).max(axis=-1) < 0.02).any() for colour in palette)
+    # Scale invariance: edges at fine scale and flat regions at coarse scale both occur.
+    edges = np.abs(np.diff(image, axis=1)).max(axis=-1) > 0.2
+    assert 0.02 < edges.mean() < 0.5
+
+
+def test_deblur_headroom_trains_on_blur_made_afresh():
     from deblur_headroom import train_on_the_fly
 
-    photo = tmp_path / "photo.png"
-    Image.fromarray((np.random.default_rng(1).random((200, 220, 3)) * 255).astype(np.uint8)).save(photo)
-    net = train_on_the_fly(2, tmp_path, ["photo.png"], seed=0)
+    photo = (np.random.default_rng(1).random((200, 220, 3))).astype(np.float32)
+    net = train_on_the_fly(2, [photo], seed=0)
     assert not net.training
     with torch.no_grad():
         assert torch.isfinite(net(torch.rand(1, 3, 32, 32))).all()
