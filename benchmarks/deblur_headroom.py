@@ -143,7 +143,7 @@ def training_content(photos_dir: Path, *, smoke: bool = False) -> dict[str, list
     photos = [np.asarray(Image.open(photos_dir / name).convert("RGB"), dtype=np.float32) / 255 for name in names]
     rng = np.random.default_rng(0)
     palette = np.concatenate([p.reshape(-1, 3)[rng.integers(0, p.shape[0] * p.shape[1], 20_000)] for p in photos])
-    count, size = (2, 96) if smoke else (DEAD_LEAVES_IMAGES, 192)
+    count, size = (2, 128) if smoke else (DEAD_LEAVES_IMAGES, 192)  # ≥ 2 × the crop margin
     return {"photos": photos, "dead_leaves": [dead_leaves(rng, size, palette) for _ in range(count)]}
 
 
@@ -163,6 +163,7 @@ def main() -> None:
     parser.add_argument("--split", type=Path, default=Path("build/splits/gopro.csv"))
     parser.add_argument("--kernel", type=int, default=15, help="filter side (odd; default 15)")
     parser.add_argument("--train-steps", type=int, default=0, help="also train on blur made afresh (0: skip)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds for --train-steps")
     parser.add_argument("--smoke", action="store_true", help="a few frames and a 5×5 filter: checks the script")
     parser.add_argument("--json", type=Path, default=None, help=f"default {RESULTS}/deblur_headroom.json")
     args = parser.parse_args()
@@ -188,25 +189,36 @@ def main() -> None:
                              "(set split.gopro.val_fraction > 0)")
         results["train_steps"] = args.train_steps
         results["val_input"] = float(np.mean([psnr(blurred, sharp) for blurred, sharp in val]))
-        results["trained"] = {}
+        results["trained"], results["seeds"] = {}, args.seeds
         for content, images in training_content(Path("data/sample_photos"), smoke=args.smoke).items():
-            begin = time.perf_counter()
-            net = train_on_the_fly(args.train_steps, images, seed=0)
-            seconds = time.perf_counter() - begin
-            on_test = [psnr(restore(net, blurred), sharp) for blurred, sharp in test]
-            for row, value in zip(rows, on_test):
-                row[f"network_{content}"] = value
-            means[f"network_{content}"] = float(np.mean(on_test))
+            per_seed = {"val": [], "test": [], "train_seconds": []}
+            per_frame = np.zeros(len(test))
+            for seed in args.seeds:
+                begin = time.perf_counter()
+                net = train_on_the_fly(args.train_steps, images, seed=seed)
+                per_seed["train_seconds"].append(time.perf_counter() - begin)
+                on_test = [psnr(restore(net, blurred), sharp) for blurred, sharp in test]
+                per_frame += np.array(on_test) / len(args.seeds)
+                per_seed["test"].append(float(np.mean(on_test)))
+                per_seed["val"].append(float(np.mean([psnr(restore(net, blurred), sharp) for blurred, sharp in val])))
+            for row, value in zip(rows, per_frame):
+                row[f"network_{content}"] = float(value)  # mean over the seeds
+            means[f"network_{content}"] = float(np.mean(per_seed["test"]))
             results["trained"][content] = {
-                "val": float(np.mean([psnr(restore(net, blurred), sharp) for blurred, sharp in val])),
-                "test": means[f"network_{content}"], "train_seconds": seconds}
+                **{key: float(np.mean(values)) for key, values in per_seed.items()},
+                **{f"{key}_std": float(np.std(values, ddof=1)) if len(values) > 1 else None
+                   for key, values in per_seed.items() if key != "train_seconds"},
+                "per_seed": per_seed}
     results["mean"] = means
     results["seconds"] = time.perf_counter() - start
     if args.train_steps:
-        trained = new_table(f"the network, {args.train_steps} steps on blur made afresh (PSNR gain over the input, dB)",
+        trained = new_table(f"the network, {args.train_steps} steps on blur made afresh, seeds {args.seeds} "
+                            "(PSNR gain over the input, dB; ± the std across seeds)",
                             ("content", f"val ({len(val)} frames)", f"test ({len(test)} frames)"), left=("content",))
+        spread = lambda row, key: f" ± {row[key + '_std']:.2f}" if row[key + "_std"] is not None else ""  # noqa: E731
         for content, row in results["trained"].items():
-            trained.add_row(content, f"{row['val'] - results['val_input']:+.2f}", f"{row['test'] - means['input']:+.2f}")
+            trained.add_row(content, f"{row['val'] - results['val_input']:+.2f}{spread(row, 'val')}",
+                            f"{row['test'] - means['input']:+.2f}{spread(row, 'test')}")
         console.print(trained)
     table = new_table(f"deblur sample, {len(rows)} test frames (PSNR dB)",
                       ("method", "PSNR", "gain over input"), left=("method",))

@@ -183,10 +183,10 @@ def test_missing_pipeline_inputs_name_the_path_and_make_repro(tmp_path, script, 
 
 
 def _deblur_split(root: Path) -> Path:
-    """Two train and two test pairs of a random pattern and its copy smeared by a horizontal [1 2 1]/4."""
+    """Two train, one val and two test pairs of a random pattern and its copy smeared by a horizontal [1 2 1]/4."""
     rng = np.random.default_rng(0)
     rows = []
-    for index, subset in enumerate(("train", "train", "test", "test")):
+    for index, subset in enumerate(("train", "train", "val", "test", "test")):
         sharp = (rng.random((40, 48, 3)) > 0.5).astype(np.float64)
         blurred = 0.25 * np.roll(sharp, -1, axis=1) + 0.5 * sharp + 0.25 * np.roll(sharp, 1, axis=1)
         paths = {}
@@ -209,6 +209,24 @@ def test_deblur_headroom_smoke_fits_the_filters_it_reports(tmp_path):
     mean = results["mean"]
     # One smear for every frame: a single filter undoes it as well as each frame's own does, and both gain.
     assert mean["one_filter"] > mean["input"] + 2 and mean["own_filter"] > mean["input"] + 2
+
+
+def test_deblur_headroom_trains_on_both_contents_per_seed_and_reports_the_spread(tmp_path):
+    from imrestore.acquire import sample
+
+    split = _deblur_split(tmp_path)
+    sample.materialise_photos(tmp_path / "data")  # the script reads data/sample_photos, as in the repository
+    done = run_script("deblur_headroom.py", "--smoke", "--split", str(split), "--json", str(tmp_path / "h.json"),
+                      "--train-steps", "1", "--seeds", "0", "1", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((tmp_path / "h.json").read_text())
+    assert results["seeds"] == [0, 1] and set(results["trained"]) == {"photos", "dead_leaves"}
+    for content, row in results["trained"].items():
+        assert len(row["per_seed"]["val"]) == len(row["per_seed"]["test"]) == 2
+        assert row["test"] == pytest.approx(statistics.mean(row["per_seed"]["test"]))
+        assert row["val_std"] == pytest.approx(statistics.stdev(row["per_seed"]["val"]))
+        assert results["mean"][f"network_{content}"] == row["test"]
+        assert all(f"network_{content}" in frame for frame in results["frames"])
 
 
 def test_dead_leaves_cover_the_image_with_palette_discs_of_every_scale():
