@@ -194,7 +194,8 @@ def _deblur_split(root: Path) -> Path:
             paths[role] = root / subset / f"{index}_{role}.png"
             paths[role].parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(np.rint(image * 255).astype(np.uint8)).save(paths[role])
-        rows.append({"subset": subset, "input_path": str(paths["input"]), "target_path": str(paths["target"])})
+        rows.append({"subset": subset, "sequence": f"{subset}_{index}", "input_path": str(paths["input"]),
+                     "target_path": str(paths["target"])})
     pd.DataFrame(rows).to_csv(root / "split.csv", index=False)
     return root / "split.csv"
 
@@ -227,6 +228,56 @@ def test_deblur_headroom_trains_on_both_contents_per_seed_and_reports_the_spread
         assert row["val_std"] == pytest.approx(statistics.stdev(row["per_seed"]["val"]))
         assert results["mean"][f"network_{content}"] == row["test"]
         assert all(f"network_{content}" in frame for frame in results["frames"])
+
+
+def test_deblur_headroom_draws_a_val_curve_for_the_network_and_content_named(tmp_path):
+    from imrestore.acquire import sample
+
+    split = _deblur_split(tmp_path)
+    sample.materialise_photos(tmp_path / "data")
+    done = run_script("deblur_headroom.py", "--smoke", "--split", str(split), "--json", str(tmp_path / "h.json"),
+                      "--train-steps", "3", "--eval-every", "2", "--arch", "nafnet", "--contents", "photos", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((tmp_path / "h.json").read_text())
+    assert results["arch"] == "nafnet" and set(results["trained"]) == {"photos"}
+    row = results["trained"]["photos"]
+    (curve,) = row["val_curves"]  # one seed
+    assert [point["step"] for point in curve] == [2, 3]
+    assert curve[-1]["val"] == row["per_seed"]["val"][0]
+    assert 0 < curve[0]["train_seconds"] <= curve[-1]["train_seconds"] == row["per_seed"]["train_seconds"][0]
+
+
+def test_train_on_the_fly_measures_in_eval_mode_and_trains_on_after():
+    from deblur_headroom import train_on_the_fly
+
+    seen, modes_after = [], []
+
+    def on_eval(step, net):
+        seen.append((step, net.training))
+        if step == 2:  # from here on, record the mode of every training forward
+            net.register_forward_pre_hook(lambda module, args: modes_after.append(module.training))
+
+    photo = np.random.default_rng(1).random((200, 220, 3)).astype(np.float32)
+    net = train_on_the_fly(5, [photo], seed=0, arch="nafnet", eval_every=2, on_eval=on_eval)
+    assert seen == [(2, False), (4, False)] and not net.training
+    assert modes_after == [True, True, True]  # steps 3, 4 and 5 trained in train mode
+    assert type(net).__name__ == "NAFNet"
+
+
+def test_deblur_headroom_leaves_the_val_sequences_photographs_out_of_training(tmp_path):
+    from deblur_headroom import training_content
+
+    from imrestore.acquire import sample
+
+    photos_dir = sample.materialise_photos(tmp_path / "data")[0].parent
+    plans = [p for p in sample.plan_gopro_sample(sample.photo_sizes(photos_dir), sample.GoproSampleConfig())
+             if p.split == "train"]
+    every = training_content(photos_dir, contents=("photos",))["photos"]
+    held = training_content(photos_dir, contents=("photos",), held_out=frozenset({plans[0].name}))["photos"]
+    assert len(every) == len({p.photo for p in plans}) and len(held) == len(every) - 1
+    left_out = np.asarray(Image.open(photos_dir / plans[0].photo).convert("RGB"), dtype=np.float32) / 255
+    assert any(np.array_equal(left_out, photo) for photo in every)
+    assert not any(photo.shape == left_out.shape and np.array_equal(left_out, photo) for photo in held)
 
 
 def test_dead_leaves_cover_the_image_with_palette_discs_of_every_scale():
