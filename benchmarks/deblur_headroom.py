@@ -180,12 +180,14 @@ def restore(net, blurred: np.ndarray) -> np.ndarray:
 
 
 def main() -> None:
+    from imrestore.models.network import ARCHITECTURES
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--split", type=Path, default=Path("build/splits/gopro.csv"))
     parser.add_argument("--kernel", type=int, default=15, help="filter side (odd; default 15)")
     parser.add_argument("--train-steps", type=int, default=0, help="also train on blur made afresh (0: skip)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds for --train-steps")
-    parser.add_argument("--arch", choices=("paper", "nafnet"), default="paper",
+    parser.add_argument("--arch", choices=ARCHITECTURES, default="paper",
                         help="the network --train-steps trains (model.arch; default the paper's)")
     parser.add_argument("--contents", nargs="+", choices=CONTENTS, default=list(CONTENTS),
                         help="what --train-steps trains on (default both)")
