@@ -101,42 +101,48 @@ def dead_leaves(rng: np.random.Generator, size: int, palette: np.ndarray, *, min
     return np.asarray(reduced, dtype=np.float32) / 255
 
 
+CROP = 64  # the cpu preset's training crop
+
+
+def render_shake(rng: np.random.Generator, photo: np.ndarray, crop: int) -> tuple[np.ndarray, np.ndarray]:
+    """(blurred, sharp) uint8 crops of `photo` under the sample's camera shake (no roll), rendered as the sample
+    renders a frame: one bicubic view per 240 fps sub-frame, averaged; the sharp crop is the middle view."""
+    from imrestore.acquire import degradations as deg
+
+    margin = 60
+    x, y = rng.uniform(margin, photo.shape[1] - margin), rng.uniform(margin, photo.shape[0] - margin)
+    path = deg.camera_trajectory(rng, int(rng.choice([7, 9, 11, 13])), speed_px=rng.uniform(0.5, 1.5),
+                                 rotation_speed_deg=0.0, max_shift_px=24, max_rotation_deg=0.0)
+    # Every view reads within crop/2 + 24 + 2 px of (x, y): warping that window, not the photo, is 25% faster.
+    left, top = int(x) - margin, int(y) - margin
+    window = photo[top : top + 2 * margin + 1, left : left + 2 * margin + 1]
+    views = [deg.to_uint8(deg.render_view(window, x - left + dx, y - top + dy, 0.0, crop, crop)) for dx, dy, _ in path]
+    sharp, blurred, _ = deg.gopro_triplet(views)
+    return blurred, sharp
+
+
 def train_on_the_fly(steps: int, images: list[np.ndarray], seed: int, *, arch: str = "paper",
-                     eval_every: int = 0, on_eval=None) -> object:
+                     eval_every: int = 0, on_eval=None, blur=render_shake) -> object:
     """The `arch` network after `steps` steps on crops of `images` (float RGB) blurred afresh each time.
 
-    Every `eval_every` steps (0: never) `on_eval(step, net)` is called with the network in eval mode, to draw
-    a learning curve; training resumes in train mode after it.
+    `blur(rng, photo, crop)` makes one (blurred, sharp) uint8 pair from a random place in `photo`; by default the
+    sample's camera shake (`render_shake`). Every `eval_every` steps (0: never) `on_eval(step, net)` is called
+    with the network in eval mode, to draw a learning curve; training resumes in train mode after it.
     """
     import torch
 
-    from imrestore.acquire import degradations as deg
     from imrestore.models.network import ModelConfig, build_network
     from imrestore.training import OptimConfig, learning_rate_factor, restoration_loss
 
-    rng, crop = np.random.default_rng(seed), 64
+    rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
-
-    def pair() -> tuple[np.ndarray, np.ndarray]:
-        photo = images[rng.integers(len(images))]
-        margin = 60
-        x, y = rng.uniform(margin, photo.shape[1] - margin), rng.uniform(margin, photo.shape[0] - margin)
-        path = deg.camera_trajectory(rng, int(rng.choice([7, 9, 11, 13])), speed_px=rng.uniform(0.5, 1.5),
-                                     rotation_speed_deg=0.0, max_shift_px=24, max_rotation_deg=0.0)
-        # Every view reads within crop/2 + 24 + 2 px of (x, y): warping that window, not the photo, is 25% faster.
-        left, top = int(x) - margin, int(y) - margin
-        window = photo[top : top + 2 * margin + 1, left : left + 2 * margin + 1]
-        views = [deg.to_uint8(deg.render_view(window, x - left + dx, y - top + dy, 0.0, crop, crop))
-                 for dx, dy, _ in path]
-        sharp, blurred, _ = deg.gopro_triplet(views)
-        return blurred, sharp
 
     net, optim = build_network(ModelConfig(arch=arch)), OptimConfig(max_steps=steps, warmup_steps=10)
     opt = torch.optim.AdamW(net.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: learning_rate_factor(step, optim))
     to_batch = lambda arrays: torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255  # noqa: E731
     for step in range(1, steps + 1):
-        blurred, sharp = zip(*(pair() for _ in range(4)))
+        blurred, sharp = zip(*(blur(rng, images[rng.integers(len(images))], CROP) for _ in range(4)))
         loss = restoration_loss(optim.loss, net(to_batch(blurred)), to_batch(sharp))
         opt.zero_grad()
         loss.backward()
