@@ -306,6 +306,73 @@ def test_deblur_headroom_trains_on_blur_made_afresh():
         assert torch.isfinite(net(torch.rand(1, 3, 32, 32))).all()
 
 
+def _sample_split_with_val(root: Path) -> Path:
+    """The sample's photographs under root/data and a split table naming its first train sequence as val."""
+    from imrestore.acquire import sample
+
+    photos_dir = sample.materialise_photos(root / "data")[0].parent
+    plans = [p for p in sample.plan_gopro_sample(sample.photo_sizes(photos_dir), sample.GoproSampleConfig())
+             if p.split == "train"]
+    rows = [{"subset": "val" if index == 0 else "train", "sequence": plan.name} for index, plan in enumerate(plans)]
+    pd.DataFrame(rows).to_csv(root / "split.csv", index=False)
+    return root / "split.csv"
+
+
+def test_deblur_synthesis_calibrates_every_setting_to_the_input_psnr_and_reports_each_seed(tmp_path):
+    split = _sample_split_with_val(tmp_path)
+    done = run_script("deblur_synthesis.py", "--smoke", "--split", str(split), "--json", str(tmp_path / "s.json"),
+                      "--scales", "0.8", "--shakes", "tremor", "smooth", "--input-psnr", "30", "--seeds", "0", "1",
+                      cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((tmp_path / "s.json").read_text())
+    assert [(row["scale"], row["shake"]) for row in results["settings"]] == [(0.8, "tremor"), (0.8, "smooth")]
+    for row in results["settings"]:
+        # A faster shake needs a wider margin, which moves the crops a little: with 4 crops the input PSNR jumps
+        # by up to a few tenths of a dB there, so bisection lands that close (with the default 48, to 1e-3 dB).
+        assert row["input_psnr"] == pytest.approx(30, abs=0.3) and row["speed_px"] > 0
+        assert [[point["step"] for point in row["curves"][seed]] for seed in ("0", "1")] == [[2, 3], [2, 3]]
+        finals = [row["curves"][seed][-1]["gain"] for seed in ("0", "1")]
+        assert row["final_gain"] == pytest.approx(statistics.mean(finals))
+        assert row["final_gain_std"] == pytest.approx(statistics.stdev(finals))
+
+
+def test_deblur_synthesis_blurs_as_the_sample_renders_and_smooth_shake_keeps_the_target_at_the_centroid(tmp_path):
+    from deblur_synthesis import blurred_crop, path_kernel, unit_path
+
+    from imrestore.acquire import degradations as deg
+    from imrestore.acquire import sample
+
+    rng = np.random.default_rng(0)
+    photos_dir = sample.materialise_photos(tmp_path / "data")[0].parent
+    photo = np.asarray(Image.open(photos_dir / "coffee.png").convert("RGB"), dtype=np.float32) / 255
+    path = 1.2 * unit_path(rng, "tremor")
+    kernel, x0, y0 = path_kernel(path)
+    rows, cols = np.mgrid[0 : kernel.shape[0], 0 : kernel.shape[1]]
+    assert kernel.sum() == pytest.approx(1)
+    assert ((cols * kernel).sum() + x0, (rows * kernel).sum() + y0) == pytest.approx(tuple(path.mean(axis=0)))
+    # One convolution equals the sample's way (a bicubic view per sub-frame, each rounded to uint8, averaged) to
+    # within a level or two: about 50 dB PSNR.
+    blurred, sharp = blurred_crop(photo, 60, 70, 48, path)
+    views = [deg.to_uint8(deg.render_view(photo, 70 + 23.5 + dx, 60 + 23.5 + dy, 0.0, 48, 48)) for dx, dy in path]
+    rendered_sharp, rendered_blurred, _ = deg.gopro_triplet(views)
+    assert np.array_equal(sharp, rendered_sharp)
+    difference = blurred.astype(int) - rendered_blurred
+    assert np.abs(difference).max() <= 3 and 10 * np.log10(255**2 / np.mean(difference**2)) > 45
+    with pytest.raises(ValueError, match="reads outside the photograph"):
+        blurred_crop(photo, 0, 0, 48, path + 5 * np.sign(path.min(axis=0)) - 5)
+    # What the smooth shake is for: straighter paths whose middle sub-frame lies near the blur's centroid.
+    stats = {}
+    for shake in ("tremor", "smooth"):
+        paths = [unit_path(rng, shake) for _ in range(400)]
+        offset = np.mean([np.hypot(*p.mean(axis=0)) for p in paths])  # the middle sub-frame is at 0
+        length = np.mean([np.linalg.norm(np.diff(p, axis=0), axis=1).sum() for p in paths])
+        straightness = np.mean([np.hypot(*(p[-1] - p[0])) / np.linalg.norm(np.diff(p, axis=0), axis=1).sum()
+                                for p in paths])
+        stats[shake] = offset / length, straightness
+    assert stats["smooth"][0] < 0.5 * stats["tremor"][0]
+    assert stats["smooth"][1] > stats["tremor"][1]
+
+
 def test_the_gpu_suite_runs_every_section_at_toy_sizes_on_the_cpu(tmp_path):
     """The prepared GPU command must not rot between the sessions that have a GPU: --smoke runs all of it."""
     done = run_script("gpu_suite.py", "--smoke", "--out", str(tmp_path), cwd=tmp_path)
