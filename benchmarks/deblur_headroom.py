@@ -121,6 +121,26 @@ def render_shake(rng: np.random.Generator, photo: np.ndarray, crop: int) -> tupl
     return blurred, sharp
 
 
+class LearningCurve:
+    """Points measured while a network trains, each at the training seconds so far: the clock leaves out the
+    time spent measuring, so a curve reads against training time alone."""
+
+    def __init__(self) -> None:
+        self.points: list[dict] = []
+        self.begin = time.perf_counter()
+
+    def training_seconds(self) -> float:
+        return time.perf_counter() - self.begin - sum(point["eval_seconds"] for point in self.points)
+
+    def add(self, step: int, key: str, measure) -> dict:
+        """Call `measure()` and record its value under `key` at `step`; returns the point."""
+        seconds, clock = self.training_seconds(), time.perf_counter()
+        value = measure()
+        self.points.append({"step": step, "train_seconds": seconds, key: value,
+                            "eval_seconds": time.perf_counter() - clock})
+        return self.points[-1]
+
+
 def train_on_the_fly(steps: int, images: list[np.ndarray], seed: int, *, arch: str = "paper",
                      eval_every: int = 0, on_eval=None, blur=render_shake) -> object:
     """The `arch` network after `steps` steps on crops of `images` (float RGB) blurred afresh each time.
@@ -232,27 +252,22 @@ def main() -> None:
             per_seed = {"val": [], "test": [], "train_seconds": []}
             curves, per_frame = [], np.zeros(len(test))
             for seed in args.seeds:
-                begin, curve = time.perf_counter(), []
+                curve = LearningCurve()
 
-                def training_seconds(begin: float = begin, curve: list = curve) -> float:
-                    return time.perf_counter() - begin - sum(p["eval_seconds"] for p in curve)  # not the curve's
-
-                def measure(step: int, net, curve: list = curve, content: str = content, seed: int = seed) -> None:
-                    seconds, clock = training_seconds(), time.perf_counter()
-                    value = on_val(net)
-                    curve.append({"step": step, "train_seconds": seconds, "val": value,
-                                  "eval_seconds": time.perf_counter() - clock})
-                    console.print(f"{content}, seed {seed}, step {step} ({seconds:.0f} s of training): "
-                                  f"val {value - results['val_input']:+.3f} dB over the input")
+                def measure(step: int, net, curve: LearningCurve = curve, content: str = content,
+                            seed: int = seed) -> None:
+                    point = curve.add(step, "val", lambda: on_val(net))
+                    console.print(f"{content}, seed {seed}, step {step} ({point['train_seconds']:.0f} s of training): "
+                                  f"val {point['val'] - results['val_input']:+.3f} dB over the input")
 
                 net = train_on_the_fly(args.train_steps, images, seed=seed, arch=args.arch,
                                        eval_every=args.eval_every, on_eval=measure)
-                per_seed["train_seconds"].append(training_seconds())
+                per_seed["train_seconds"].append(curve.training_seconds())
                 on_test = [psnr(restore(net, blurred), sharp) for blurred, sharp in test]
                 per_frame += np.array(on_test) / len(args.seeds)
                 per_seed["test"].append(float(np.mean(on_test)))
                 per_seed["val"].append(on_val(net))
-                curves.append(curve + [{"step": args.train_steps, "train_seconds": per_seed["train_seconds"][-1],
+                curves.append(curve.points + [{"step": args.train_steps, "train_seconds": per_seed["train_seconds"][-1],
                                         "val": per_seed["val"][-1]}])
             for row, value in zip(rows, per_frame):
                 row[f"network_{content}"] = float(value)  # mean over the seeds

@@ -36,7 +36,7 @@ from PIL import Image
 from rich.console import Console
 
 from common import RESULTS, machine_facts, new_table, write_json
-from deblur_headroom import psnr, train_on_the_fly
+from deblur_headroom import LearningCurve, psnr, train_on_the_fly
 
 SHAKES = ("tremor", "smooth")
 SUBFRAMES = (7, 9, 11, 13)  # the sample's odd sub-frame counts (download.gopro.sample, 7–13)
@@ -132,13 +132,17 @@ class ValCrops:
                 for unit, path in self.places]
 
 
+def mean_input_psnr(pairs: list[tuple[np.ndarray, np.ndarray]]) -> float:
+    return float(np.mean([psnr(blurred / 255, sharp / 255) for blurred, sharp in pairs]))
+
+
 def calibrate_speed(val: ValCrops, input_psnr: float, iterations: int = 16) -> float:
     """The speed at which the val crops' mean input PSNR is `input_psnr` (bisection: PSNR falls as speed rises).
 
     It searches up to the fastest speed at which the val photograph still has room for the crops' margin.
     """
     low, high = SLOWEST, val.fastest
-    mean_psnr = lambda speed: float(np.mean([psnr(b / 255, s / 255) for b, s in val.at(speed)]))  # noqa: E731
+    mean_psnr = lambda speed: mean_input_psnr(val.at(speed))  # noqa: E731
     if not mean_psnr(high) <= input_psnr <= mean_psnr(low):
         raise SystemExit(f"--input-psnr {input_psnr} dB is out of reach: speeds {low}–{high:.2f} px per sub-frame "
                          f"give {mean_psnr(high):.1f}–{mean_psnr(low):.1f} dB on these crops")
@@ -215,7 +219,7 @@ def main() -> None:
             speed = calibrate_speed(val, args.input_psnr)
             val_pairs = val.at(speed)
             setting = {"scale": scale, "shake": shake, "speed_px": speed,
-                       "input_psnr": float(np.mean([psnr(b / 255, s / 255) for b, s in val_pairs])),
+                       "input_psnr": mean_input_psnr(val_pairs),
                        "mean_path_px": float(np.mean([np.linalg.norm(np.diff(speed * path, axis=0), axis=1).sum()
                                                       for _, path in val.places])),
                        "curves": {}}
@@ -225,19 +229,16 @@ def main() -> None:
                 return blurred_crop(photo, *random_corner(rng.random(2), photo, crop, reach(path)), crop, path)
 
             for seed in args.seeds:
-                begin, curve = time.perf_counter(), []
+                curve = LearningCurve()
 
-                def measure(step: int, net, curve: list = curve, begin: float = begin) -> None:
-                    seconds = time.perf_counter() - begin - sum(point["eval_seconds"] for point in curve)
-                    clock = time.perf_counter()
-                    curve.append({"step": step, "train_seconds": seconds, "gain": gain_on(net, val_pairs),
-                                  "eval_seconds": time.perf_counter() - clock})
-                    console.print(f"scale {scale}, {shake}, seed {seed}, step {step}: val {curve[-1]['gain']:+.3f} dB")
+                def measure(step: int, net, curve: LearningCurve = curve, seed: int = seed) -> None:
+                    point = curve.add(step, "gain", lambda: gain_on(net, val_pairs))
+                    console.print(f"scale {scale}, {shake}, seed {seed}, step {step}: val {point['gain']:+.3f} dB")
 
                 net = train_on_the_fly(args.steps, train_photos, seed, arch=args.arch, eval_every=args.eval_every,
                                        on_eval=measure, blur=blur)
                 measure(args.steps, net)
-                setting["curves"][str(seed)] = curve
+                setting["curves"][str(seed)] = curve.points
             finals = [curve[-1]["gain"] for curve in setting["curves"].values()]
             setting["final_gain"] = float(np.mean(finals))
             setting["final_gain_std"] = float(np.std(finals, ddof=1)) if len(finals) > 1 else None
