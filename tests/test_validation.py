@@ -2,13 +2,16 @@
 
 import json
 import shutil
+import time
 
+import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from imrestore.data.validation import validate_dataset
 from imrestore.errors import ImrestoreError
-from layout_builders import GOPRO_COUNTS, SIDD_COUNTS, natural_image, save_png, save_png16_rgb, write_gopro, write_sidd
+from layout_builders import GOPRO_COUNTS, SIDD_COUNTS, degraded, natural_image, save_png, save_png16_rgb, write_gopro, write_sidd
 
 
 def run(tmp_path, dataset, root, expected=None):
@@ -37,6 +40,27 @@ def test_valid_gopro_writes_manifest_summary_and_data_docs(tmp_path):
     docs = tmp_path / "reports" / "gopro" / "data_docs"
     assert (docs / "index.html").is_file() and list(docs.glob("validations/**/*.html"))
     assert summary["expectations"]["evaluated"] == summary["expectations"]["successful"] > 5
+
+
+def test_data_docs_are_the_same_bytes_for_the_same_manifest(tmp_path):
+    # dvc.lock records the docs' hash: wall-clock stamps or random ids would change it on every repro.
+    root = write_gopro(tmp_path / "raw")
+
+    def docs_of(name: str) -> dict[str, bytes]:
+        docs = tmp_path / name / "data_docs"
+        validate_dataset("gopro", root, GOPRO_COUNTS, tmp_path / name / "gopro.csv", tmp_path / name, workers=1)
+        return {str(p.relative_to(docs)): p.read_bytes() for p in sorted(docs.rglob("*")) if p.is_file()}
+
+    first, second = docs_of("first"), docs_of("second")
+    assert first == second
+    pages = [name for name in first if name.startswith("validations/")]
+    assert pages and all("/manifest-" in name and "/19700101T000000.000000Z/" in name for name in pages)
+    today = time.strftime("%Y%m%d", time.gmtime()).encode()
+    assert not any(today in text for text in first.values()), "a wall-clock stamp is left in the docs"
+    blur = sorted(root.rglob("blur/*.png"))[0]
+    save_png(blur, degraded(np.asarray(Image.open(blur.parent.parent / "sharp" / blur.name)), seed=99))
+    changed = docs_of("changed")
+    assert {n for n in changed if n.startswith("validations/")}.isdisjoint(pages), "the run is named by its manifest"
 
 
 def test_valid_sidd_summary_counts_cameras_and_isos(tmp_path):

@@ -9,7 +9,11 @@
 
 from __future__ import annotations
 
+import datetime
+import hashlib
 import os
+import re
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,6 +225,7 @@ def check_expectations(manifest: pd.DataFrame, dataset: str, expected_pairs: dic
     }
     index_columns = {"pairs": ["input_path", "target_path"], "splits": ["split"]}
     source = context.data_sources.add_pandas(f"{dataset}_manifest")
+    run_id = _reproducible_run_id(manifest)
     suite_items = expectation_suite(dataset, expected_pairs)
     problems, evaluated, successful = [], 0, 0
     for table, frame in tables.items():
@@ -235,13 +240,40 @@ def check_expectations(manifest: pd.DataFrame, dataset: str, expected_pairs: dic
             name=f"{dataset}_{table}", validation_definitions=[definition],
             actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs")],
             result_format={"result_format": "COMPLETE", "unexpected_index_column_names": index_columns[table]}))
-        run = checkpoint.run(batch_parameters={"dataframe": frame})
+        run = checkpoint.run(batch_parameters={"dataframe": frame}, run_id=run_id)
         for result in (r for v in run.run_results.values() for r in v.results):
             evaluated += 1
             successful += bool(result.success)
             if not result.success:
                 problems += _expectation_problems(result, table, frame)
+    _make_docs_reproducible(docs_dir)
     return problems, {"evaluated": evaluated, "successful": successful}
+
+
+# The Data Docs are a stage output, so dvc.lock records their hash: the same manifest must give the same bytes,
+# or every `dvc repro` (and every fresh clone's) would leave dvc.lock modified. GX stamps each run with the wall
+# clock (the run, the batch's ge_load_time, the logo's cache-buster) and gives collapsible sections random uuid4
+# ids. Here the run is named after the manifest it checked, every stamp reads the Unix epoch (the
+# reproducible-builds convention; when the stage ran is in git's history of dvc.lock), and each page's ids are
+# numbered in order of appearance.
+_EPOCH = datetime.datetime.fromtimestamp(0, datetime.timezone.utc)
+_GX_STAMP = re.compile(r"\b\d{8}T\d{6}\.\d{6}Z\b")
+_UUID4 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
+
+
+def _reproducible_run_id(manifest: pd.DataFrame):
+    from great_expectations.core.run_identifier import RunIdentifier
+
+    digest = hashlib.sha256(manifest.to_csv(index=False).encode()).hexdigest()[:12]
+    return RunIdentifier(run_name=f"manifest-{digest}", run_time=_EPOCH)
+
+
+def _make_docs_reproducible(docs_dir: Path) -> None:
+    for page in docs_dir.rglob("*.html"):
+        text = _GX_STAMP.sub(_EPOCH.strftime("%Y%m%dT%H%M%S.%fZ"), page.read_text(encoding="utf-8"))
+        ids: dict[str, str] = {}
+        text = _UUID4.sub(lambda m: ids.setdefault(m.group(0), str(uuid.UUID(int=len(ids) + 1))), text)
+        page.write_text(text, encoding="utf-8")
 
 
 def _expectation_problems(result, table: str, frame: pd.DataFrame) -> list[Problem]:
