@@ -28,7 +28,10 @@ class LayerNorm2d(nn.Module):
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     """Pad H and W (bottom, right) up to multiples of `multiple`, the product of a network's strides."""
     height, width = x.shape[-2:]
-    pad_h, pad_w = -height % multiple, -width % multiple
+    # Not `-height % multiple`: under torch.compile with dynamic shapes that is a modulo of a negative size, which
+    # torch 2.11's inductor cannot lower once the padded size divides a tensor (the DCN's sampling grid). Rounding
+    # up by floor division instead breaks the ONNX export's shape reasoning; this form suits both.
+    pad_h, pad_w = (multiple - height % multiple) % multiple, (multiple - width % multiple) % multiple
     if torch.compiler.is_exporting():
         # An exported graph (imrestore.app.export) takes any H×W, so it cannot branch on the size: it always pads
         # (by zero pixels, when the size fits) and always reflects; export refuses images thinner than `multiple`.

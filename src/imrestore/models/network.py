@@ -159,7 +159,8 @@ class ModifiedResBlock(nn.Module):
 
 
 class DownsampleBlock(nn.Module):
-    """A ResNet basic block with stride 2 that doubles the channels; a strided 1×1 conv matches the shortcut."""
+    """A ResNet basic block with stride 2 that doubles the channels; a 1×1 conv of every other pixel (ResNet's
+    strided 1×1 conv) matches the shortcut."""
 
     def __init__(self, in_channels: int, out_channels: int, norm: str = "layer") -> None:
         super().__init__()
@@ -168,14 +169,18 @@ class DownsampleBlock(nn.Module):
         self.conv2 = conv3x3(out_channels, out_channels)
         self.norm2 = norm_layer(norm, out_channels)
         self.shortcut = nn.Sequential(
-            nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=2, bias=False),
+            nn.Conv2d(in_channels, out_channels, kernel_size=1, bias=False),
             norm_layer(norm, out_channels),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = F.relu(self.norm1(self.conv1(x)))
         y = self.norm2(self.conv2(y))
-        return F.relu(y + self.shortcut(x))
+        # The shortcut subsamples, then convolves at stride 1: the same function and parameters as a stride-2
+        # 1×1 conv, without oneDNN's strided 1×1 CPU kernel. In channels_last its weight-gradient pass writes
+        # past its workspace when the input has fewer channels than its block (oneDNN issue 6035): heap
+        # corruption or wrong gradients, seen here as aborts of 8-channel bf16 steps on torch 2.11 and 2.14.
+        return F.relu(y + self.shortcut(x[:, :, ::2, ::2]))
 
 
 class UpsampleBlock(nn.Module):
