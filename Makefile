@@ -37,7 +37,7 @@ test: $(STAMP)
 # The GPU machines' stack, on this CPU: Python 3.12, the oldest torch and torchvision the code supports, and none
 # of the pipeline-only packages (dvc, dvclive, pandera, GX, onnx); src/ is on the path, as benchmarks/common.py
 # puts it there. It runs the GPU suite's smoke and the tests of what the suite and a GPU training run execute.
-# Not part of `make test`: about 5 GB of wheels and 10 minutes. Needs python3.12 (GPU_STACK_PYTHON=/path/to/it).
+# Not part of `make test`: about 5 GB of wheels, then 3–10 minutes. Needs python3.12 (GPU_STACK_PYTHON=/path/to/it).
 GPU_STACK_PYTHON ?= python3.12
 GPU_STACK        := .venv-gpu-stack
 GPU_STACK_PKGS   := torch==2.11.0 torchvision==0.26.0 lightning torchmetrics scikit-image rich scipy pandas pillow \
