@@ -84,7 +84,8 @@ import sys, torch
 from imrestore.models.network import ModelConfig, RestorationNet
 for layout in ("contiguous", "channels_last"):
     torch.manual_seed(0)
-    net, x, target = RestorationNet(ModelConfig(blocks=1, features=8)), torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16)
+    net = RestorationNet(ModelConfig(blocks=1, features=8))
+    x, target = torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16)
     if layout == "channels_last":
         net, x = net.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3)

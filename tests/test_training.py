@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import shutil
+import warnings
 
 import lightning as L
 import numpy as np
@@ -107,6 +109,47 @@ def test_resuming_after_an_interruption_ends_with_the_same_weights(tmp_path):
     resumed = run(tmp_path / "interrupted", 3, resume=tmp_path / "interrupted" / "last.ckpt")
     for key, value in straight.net.state_dict().items():
         torch.testing.assert_close(resumed.net.state_dict()[key], value, rtol=0, atol=1e-6, msg=key)
+
+
+def test_the_checkpoint_is_the_same_bytes_wherever_the_run_lives_and_resumes_after_a_move(tmp_path):
+    # dvc.lock hashes the checkpoint folder: absolute paths in it changed the lock with every clone's location.
+    from imrestore.training import TrainConfig, train
+
+    cache = noisy_cache(tmp_path / "cache")
+    params = {"model": TINY_MODEL, "train": {"max_steps": 4, "steps_per_epoch": 2, "crop": 16, "batch_size": 2,
+                                             "num_workers": 0}}
+
+    class Killed(Exception):
+        pass
+
+    class KillAtStep(Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_index):
+            if trainer.global_step == 2:  # after the checkpoint of the first epoch
+                raise Killed
+
+    def run(place, callbacks=()):
+        return train(TrainConfig.from_params(params, "denoise"), cache_dir=cache,
+                     checkpoint_dir=tmp_path / place / "ckpt", model_dir=tmp_path / place / "model", live_dir=None,
+                     callbacks=callbacks)
+
+    whole = run("whole").net.state_dict()
+    run("elsewhere/deeper")
+    written = (tmp_path / "whole" / "ckpt" / "last.ckpt").read_bytes()
+    assert written == (tmp_path / "elsewhere" / "deeper" / "ckpt" / "last.ckpt").read_bytes()
+    assert str(tmp_path / "whole").encode() not in written  # (the cache folder is named as train() was given it)
+
+    with pytest.raises(Killed):
+        run("before", [KillAtStep()])
+    shutil.move(tmp_path / "before", tmp_path / "after")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        resumed = run("after")
+    assert resumed.trainer.global_step == 4 and not [w for w in caught if "dirpath has changed" in str(w.message)]
+    moved = tmp_path / "after" / "ckpt"
+    assert resumed.trainer.checkpoint_callback.best_model_path == str((moved / "last.ckpt").resolve())
+    assert sorted(p.name for p in moved.iterdir()) == ["last.ckpt", "run.json"]
+    for key, value in whole.items():
+        torch.testing.assert_close(resumed.net.state_dict()[key], value, rtol=0, atol=0, msg=key)
 
 
 def test_a_nan_loss_stops_training_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path):
@@ -223,8 +266,6 @@ def test_an_unknown_train_key_lists_every_allowed_key_including_optim():
 
 
 def test_a_training_run_says_nothing_a_user_cannot_act_on_and_titles_its_epochs(tmp_path, caplog):
-    import warnings
-
     from imrestore.training import TrainConfig, _step_progress_bar, train
 
     cache = noisy_cache(tmp_path / "cache")

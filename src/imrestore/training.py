@@ -14,6 +14,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -318,6 +319,40 @@ def _step_progress_bar() -> L.Callback:
     return StepBoundedProgressBar()
 
 
+# The keys of ModelCheckpoint's state that hold files of its folder (best_k_models maps such files to scores).
+_CHECKPOINT_PATH_KEYS = ("dirpath", "best_model_path", "kth_best_model_path", "last_model_path")
+
+
+def _last_checkpoint(checkpoint_dir: Path) -> L.Callback:
+    """The newest state as last.ckpt after every epoch (`steps_per_epoch` steps), which a killed run resumes from.
+
+    Not save_last: since Lightning 2.6 it writes only alongside a top-k checkpoint, so with save_top_k=0 nothing
+    was written until training had ended. str, not Path: checkpoints must load with weights_only=True, which
+    refuses pathlib objects. Its saved state names files relative to the folder: Lightning's absolute paths made
+    last.ckpt's bytes, which dvc.lock hashes, depend on where the repository was cloned (every fresh clone's
+    `make repro` changed dvc.lock), and a resume from a moved folder warned and dropped that state.
+    """
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    class PortableModelCheckpoint(ModelCheckpoint):
+        def state_dict(self) -> dict[str, Any]:
+            state = super().state_dict()
+            relative = lambda path: os.path.relpath(path, self.dirpath) if path else path  # noqa: E731
+            return {**state, **{key: relative(state[key]) for key in _CHECKPOINT_PATH_KEYS},
+                    "best_k_models": {relative(path): score for path, score in state["best_k_models"].items()}}
+
+        def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+            # Absolute paths (checkpoints written before) pass through os.path.join unchanged.
+            absolute = lambda path: os.path.normpath(os.path.join(self.dirpath, path)) if path else path  # noqa: E731
+            best_k = state_dict.get("best_k_models", {})
+            super().load_state_dict({
+                **state_dict, **{key: absolute(state_dict[key]) for key in _CHECKPOINT_PATH_KEYS if key in state_dict},
+                "best_k_models": {absolute(path): score for path, score in best_k.items()}})
+
+    return PortableModelCheckpoint(dirpath=str(checkpoint_dir), filename=Path(LAST_CHECKPOINT).stem, monitor=None,
+                                   save_top_k=1, every_n_epochs=1, enable_version_counter=False)
+
+
 class _DropLightningTips(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return not str(record.getMessage()).startswith("💡 Tip:")
@@ -340,18 +375,13 @@ def _quiet_lightning() -> None:
 def build_trainer(settings: TrainSettings, checkpoint_dir: Path, live_dir: Path | None,
                   callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
     """The Trainer owns devices, precision, distribution, checkpoints and logging; `callbacks` come first."""
-    from lightning.pytorch.callbacks import EMAWeightAveraging, LearningRateMonitor, ModelCheckpoint
+    from lightning.pytorch.callbacks import EMAWeightAveraging, LearningRateMonitor
 
     _quiet_lightning()
     cuda = _cuda_run(settings)
     callbacks = [
         *callbacks,
-        # The newest state as last.ckpt after every epoch (`steps_per_epoch` steps), which a killed run resumes
-        # from. Not save_last: since Lightning 2.6 it writes only alongside a top-k checkpoint, so with
-        # save_top_k=0 nothing was written until training had ended. str, not Path: checkpoints must load with
-        # weights_only=True, which refuses pathlib objects.
-        ModelCheckpoint(dirpath=str(checkpoint_dir), filename=Path(LAST_CHECKPOINT).stem, monitor=None,
-                        save_top_k=1, every_n_epochs=1, enable_version_counter=False),
+        _last_checkpoint(checkpoint_dir),
         _step_progress_bar(),
     ]
     if settings.ema_decay > 0:
