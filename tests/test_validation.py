@@ -11,7 +11,8 @@ from PIL import Image
 
 from imrestore.data.validation import validate_dataset
 from imrestore.errors import ImrestoreError
-from layout_builders import GOPRO_COUNTS, SIDD_COUNTS, degraded, natural_image, save_png, save_png16_rgb, write_gopro, write_sidd
+from layout_builders import (GOPRO_COUNTS, SIDD_COUNTS, degraded, natural_image, save_png, save_png16_rgb,
+                             write_gopro, write_sidd)
 
 
 def run(tmp_path, dataset, root, expected=None):

@@ -257,6 +257,7 @@ def check_expectations(manifest: pd.DataFrame, dataset: str, expected_pairs: dic
 # reproducible-builds convention; when the stage ran is in git's history of dvc.lock), and each page's ids are
 # numbered in order of appearance.
 _EPOCH = datetime.datetime.fromtimestamp(0, datetime.timezone.utc)
+_EPOCH_STAMP = _EPOCH.strftime("%Y%m%dT%H%M%S.%fZ")  # GX's compact form, as in its run folders
 _GX_STAMP = re.compile(r"\b\d{8}T\d{6}\.\d{6}Z\b")
 _UUID4 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 
@@ -270,7 +271,7 @@ def _reproducible_run_id(manifest: pd.DataFrame):
 
 def _make_docs_reproducible(docs_dir: Path) -> None:
     for page in docs_dir.rglob("*.html"):
-        text = _GX_STAMP.sub(_EPOCH.strftime("%Y%m%dT%H%M%S.%fZ"), page.read_text(encoding="utf-8"))
+        text = _GX_STAMP.sub(_EPOCH_STAMP, page.read_text(encoding="utf-8"))
         ids: dict[str, str] = {}
         text = _UUID4.sub(lambda m: ids.setdefault(m.group(0), str(uuid.UUID(int=len(ids) + 1))), text)
         page.write_text(text, encoding="utf-8")
