@@ -5,14 +5,18 @@ from __future__ import annotations
 import io
 import os
 import re
+import shutil
 import stat
+import subprocess
 import tarfile
 import zipfile
-from pathlib import Path
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
 
 import pytest
 
 from imrestore.acquire.archives import _ByteBudget, _Limits, _Member, extract_archive
+from imrestore.atomic import current_umask
 from imrestore.errors import ImrestoreError
 
 # Nested dirs, an empty file, incompressible and highly compressible data: what a dataset archive holds.
@@ -30,6 +34,16 @@ def dest(tmp_path: Path) -> Path:
     path = tmp_path / "dest"
     path.mkdir()
     return path
+
+
+@pytest.fixture
+def group_umask() -> Iterator[None]:
+    """umask 002, as on a project shared by a group: different from the usual 022, so it shows in the modes."""
+    previous = os.umask(0o002)
+    try:
+        yield
+    finally:
+        os.umask(previous)
 
 
 def make_zip(path: Path, files: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> Path:
@@ -84,8 +98,11 @@ def assert_refused(archive: Path, dest: Path, *fragments: str, **limits: int) ->
 def assert_tree(dest: Path, files: dict[str, bytes]) -> None:
     written = {p.relative_to(dest).as_posix(): p.read_bytes() for p in dest.rglob("*") if p.is_file()}
     assert written == files
+    umask = current_umask()
     for path in dest.rglob("*"):
-        assert stat.S_IMODE(path.lstat().st_mode) & 0o022 == 0 or path.is_symlink()
+        if not path.is_symlink():  # the umask decides, and data files are never executable
+            expected = (0o777 if path.is_dir() else 0o666) & ~umask
+            assert stat.S_IMODE(path.lstat().st_mode) == expected, path
 
 
 # --- good archives --------------------------------------------------------------------------------------
@@ -104,6 +121,60 @@ def test_tar_round_trip_is_byte_exact(tmp_path: Path, dest: Path, mode: str) -> 
     assert extract_archive(archive, dest, progress=False) == len(TREE)
     assert_tree(dest, TREE)
     assert (dest / "GOPRO_Large/empty_dir").is_dir()
+
+
+def test_windows_zip_with_backslash_names_and_directory_entries(tmp_path: Path, dest: Path) -> None:
+    """As .NET's ZipFile.CreateFromDirectory writes them: '\\' separators, and folders stored as entries of
+    their own that end with '\\' and carry the MS-DOS directory attribute (one here carries only the
+    attribute)."""
+    folders = sorted({parent.as_posix() for name in TREE for parent in PurePosixPath(name).parents} - {"."})
+    archive = tmp_path / "GoPro_Large.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for name in [f"{folder}/" for folder in folders] + ["GOPRO_Large/empty_dir/", "GOPRO_Large/attr_only_dir"]:
+            info = zipfile.ZipInfo(name.replace("/", "\\"))
+            info.create_system, info.external_attr = 0, 0x10  # MS-DOS, FILE_ATTRIBUTE_DIRECTORY
+            zf.writestr(info, b"")
+        for name, data in TREE.items():
+            info = zipfile.ZipInfo(name.replace("/", "\\"))
+            info.create_system, info.external_attr = 0, 0x20  # MS-DOS, FILE_ATTRIBUTE_ARCHIVE
+            zf.writestr(info, data)
+    assert extract_archive(archive, dest, progress=False) == len(TREE)
+    assert_tree(dest, TREE)
+    assert (dest / "GOPRO_Large/empty_dir").is_dir()
+    assert (dest / "GOPRO_Large/attr_only_dir").is_dir()
+
+
+@pytest.mark.parametrize("kind", ["zip", "tar"])
+def test_extracted_files_and_folders_follow_the_umask(
+    tmp_path: Path, dest: Path, group_umask: None, kind: str
+) -> None:
+    if kind == "zip":
+        archive = make_zip(tmp_path / "data.zip", TREE)
+    else:
+        archive = make_tar(tmp_path / "data.tar", tree_entries(), "w")
+    extract_archive(archive, dest, progress=False)
+    assert_tree(dest, TREE)
+    assert stat.S_IMODE((dest / "GOPRO_Large/empty_dir").stat().st_mode) == 0o775
+    assert stat.S_IMODE((dest / "GOPRO_Large/README.txt").stat().st_mode) == 0o664
+
+
+def test_an_empty_plain_tar_extracts_nothing(tmp_path: Path, dest: Path) -> None:
+    archive = make_tar(tmp_path / "empty.tar", [], "w")  # only the end-of-archive marker and padding
+    assert extract_archive(archive, dest, progress=False) == 0
+    assert list(dest.iterdir()) == []
+
+
+@pytest.mark.skipif(shutil.which("tar") is None, reason="needs a tar command")
+def test_a_plain_tar_written_by_the_tar_command_extracts(tmp_path: Path, dest: Path) -> None:
+    source = tmp_path / "source"
+    for name, data in TREE.items():
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        (source / name).write_bytes(data)
+    archive = tmp_path / "data.tar"
+    subprocess.run(["tar", "-cf", str(archive), "-C", str(source), "GOPRO_Large"], check=True)
+    shutil.rmtree(source)
+    assert extract_archive(archive, dest, progress=False) == len(TREE)
+    assert_tree(dest, TREE)
 
 
 def test_format_comes_from_content_not_extension(tmp_path: Path, dest: Path) -> None:
@@ -321,6 +392,44 @@ def test_truncated_tar_says_download_again(tmp_path: Path, dest: Path, mode: str
     with pytest.raises(ImrestoreError, match="truncated or corrupt.*download again") as caught:
         extract_archive(archive, dest, progress=False)
     assert str(archive) in str(caught.value)
+
+
+@pytest.mark.parametrize("last", [1, len(TREE)])  # the index of the last member left whole
+@pytest.mark.parametrize("header_bytes", [0, 100])
+def test_plain_tar_cut_between_members_says_download_again(
+    tmp_path: Path, dest: Path, last: int, header_bytes: int
+) -> None:
+    """Cut right after a member (and, with header_bytes, partway into the next header): tarfile alone would
+    stop there quietly and extract the members before the cut as if nothing were missing."""
+    archive = make_tar(tmp_path / "data.tar", tree_entries(), "w")
+    with tarfile.open(archive) as tar:
+        infos = tar.getmembers()
+        end = infos[last + 1].offset if last + 1 < len(infos) else tar.offset
+    archive.write_bytes(archive.read_bytes()[: end + header_bytes])
+    assert_refused(
+        archive,
+        dest,
+        "truncated",
+        f"expected an end-of-archive marker after member {infos[last].name!r} at byte {end:,}",
+        f"found the end of the file at byte {end + header_bytes:,}",
+        "download again",
+    )
+
+
+def test_plain_tar_with_a_damaged_header_says_download_again(tmp_path: Path, dest: Path) -> None:
+    archive = make_tar(tmp_path / "data.tar", tree_entries(), "w")
+    with tarfile.open(archive) as tar:
+        infos = tar.getmembers()
+    data = bytearray(archive.read_bytes())
+    data[infos[2].offset] ^= 0x01  # a changed name no longer matches the header's checksum
+    archive.write_bytes(bytes(data))
+    assert_refused(
+        archive,
+        dest,
+        f"expected an end-of-archive marker after member {infos[1].name!r} at byte {infos[2].offset:,}",
+        "found a header that tarfile cannot read",
+        "download again",
+    )
 
 
 def test_crc_mismatch_names_the_member(tmp_path: Path, dest: Path) -> None:

@@ -346,6 +346,20 @@ def test_only_http_urls_are_accepted(tmp_path, url):
         download(url, tmp_path / "a.zip", sha256="0" * 64, **FAST)
 
 
+@pytest.mark.parametrize("url, expected", [
+    ("{base}/GOPRO Large.zip", "expected a URL without spaces or control characters, got .*write a space as %20"),
+    ("{base}/GOPRO_Large.zip\n", "expected a URL without spaces or control characters"),
+    ("http://[::1/GOPRO_Large.zip", r"expected a valid URL, got 'http://\[::1/GOPRO_Large\.zip': Invalid IPv6 URL"),
+    ("http://127.0.0.1:99999/a.zip", "expected a valid URL, got .*Port out of range"),
+])
+def test_a_malformed_url_is_refused_at_once_by_name(http_server, tmp_path, url, expected):
+    # http.client refuses such a URL only when it sends the request, which once read as a network error to retry.
+    url = url.format(base=f"http://{http_server.host}:{http_server.port}")
+    with pytest.raises(ImrestoreError, match=expected):
+        download(url, tmp_path / "a.zip", sha256="0" * 64, retries=5, backoff_s=10.0, progress=False)
+    assert http_server.requests == []
+
+
 def test_progress_bar_runs(http_server, archive, tmp_path):
     name, data, digest = archive
     http_server.add_fault(name, cut_after_bytes=SIZE // 2, times=1)

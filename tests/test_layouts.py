@@ -90,5 +90,25 @@ def test_member_names_and_the_disk_get_the_same_verdict(tmp_path, dataset, write
 
 def test_member_names_without_the_dataset_folder_list_what_the_archive_holds():
     names = ["GoPro/README.txt", "GoPro/frames/", "notes.txt"]
-    with pytest.raises(ImrestoreError, match=r"expected GOPRO_Large/ in the archive, found GoPro/, notes\.txt;"):
+    with pytest.raises(ImrestoreError, match=r"expected GOPRO_Large/ in the archive, at most 3 folder\(s\) deep, "
+                                             r"found GoPro/, notes\.txt;"):
         check_member_layout(names, "gopro")
+
+
+@pytest.mark.parametrize("dataset, write", [("gopro", write_gopro), ("sidd", write_sidd)])
+def test_the_dataset_folder_may_sit_under_three_wrappers_and_no_more(tmp_path, dataset, write):
+    root = write(tmp_path / "three" / "a" / "b" / "c")
+    check_member_layout(_member_names(tmp_path / "three" / "a"), dataset)
+    assert find_layout_root(tmp_path / "three", dataset) == root
+    write(tmp_path / "four" / "a" / "b" / "c" / "d")
+    with pytest.raises(ImrestoreError, match=r"expected .*/ in the archive, at most 3 folder\(s\) deep, found a/;"):
+        check_member_layout(_member_names(tmp_path / "four" / "a"), dataset)
+    with pytest.raises(ImrestoreError, match=r"expected .*/ in .*four, at most 3 folder\(s\) deep, found a/;"):
+        find_layout_root(tmp_path / "four", dataset)
+
+
+def test_a_dataset_folder_inside_one_of_its_own_name_is_found(tmp_path):
+    # Zipping the folder an earlier unzip made gives GOPRO_Large/GOPRO_Large/train/…: the outer one only wraps.
+    root = write_gopro(tmp_path / "unpacked" / "GOPRO_Large")
+    check_member_layout(_member_names(tmp_path / "unpacked" / "GOPRO_Large"), "gopro")
+    assert find_layout_root(tmp_path / "unpacked", "gopro") == root

@@ -55,6 +55,43 @@ def test_a_mirror_is_used_when_the_main_url_fails(tmp_path, http_server):
     assert (root / "Scene_Instances.txt").is_file()
 
 
+def test_without_a_pin_the_mirrors_are_not_tried_and_the_message_says_so(tmp_path, http_server):
+    zip_tree(write_sidd(tmp_path / "upstream"), http_server.root / "sidd.zip")
+    cfg = config("sidd", http_server.url("gone/sidd.zip"), None, mirrors=[http_server.url("sidd.zip")])
+    with pytest.raises(ImrestoreError, match=r"(?s)404.*The 1 mirror\(s\) in download\.sidd\.mirrors were not tried: "
+                                             r"with no sha256 pinned.*set download\.sidd\.source to a mirror"):
+        acquire(cfg, tmp_path / "raw" / "sidd", progress=False)
+    assert [r.path for r in http_server.requests] == ["gone/sidd.zip"] and not (tmp_path / "raw" / "sidd").exists()
+
+
+def test_datasets_whose_urls_end_alike_keep_their_own_downloads(tmp_path, http_server):
+    # Google Drive serves every file as `uc?id=…`: one name in a shared folder once made SIDD's run find GoPro's
+    # verified archive there and refuse its own pin.
+    for folder in ("g", "s"):
+        (http_server.root / "drive" / folder).mkdir(parents=True)
+    gopro_sha = zip_tree(write_gopro(tmp_path / "upstream"), http_server.root / "drive" / "g" / "uc")
+    sidd_sha = zip_tree(write_sidd(tmp_path / "upstream"), http_server.root / "drive" / "s" / "uc")
+    for dataset, folder, sha in (("gopro", "g", gopro_sha), ("sidd", "s", sidd_sha)):
+        acquire(config(dataset, http_server.url(f"drive/{folder}/uc") + f"?id={dataset}", sha),
+                tmp_path / "raw" / dataset, progress=False)
+    downloads = tmp_path / "downloads"
+    assert sorted(p.relative_to(downloads).as_posix() for p in downloads.rglob("*") if p.is_file()) == \
+        ["gopro/uc", "sidd/uc"]
+    assert hashlib.sha256((downloads / "sidd" / "uc").read_bytes()).hexdigest() == sidd_sha
+
+
+def test_a_verified_archive_in_the_shared_folder_moves_to_its_datasets_folder(tmp_path, http_server):
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    sha = zip_tree(write_gopro(tmp_path / "upstream"), downloads / "GOPRO_Large.zip")
+    (downloads / "uc").write_bytes(b"another dataset's archive")  # not this pin's: left where it is
+    root = acquire(config("gopro", http_server.url("GOPRO_Large.zip"), sha), tmp_path / "raw" / "gopro",
+                   progress=False)
+    assert (root / "train").is_dir() and http_server.requests == []  # the server has no such file: none was asked
+    assert sorted(p.relative_to(downloads).as_posix() for p in downloads.rglob("*") if p.is_file()) == \
+        ["gopro/GOPRO_Large.zip", "uc"]
+
+
 def test_archive_in_wrapper_folder_is_found(tmp_path):
     sha = zip_tree(write_sidd(tmp_path / "upstream"), tmp_path / "sidd.zip", prefix="release/v1/")
     root = acquire(config("sidd", str(tmp_path / "sidd.zip"), sha), tmp_path / "raw" / "sidd", progress=False)

@@ -64,6 +64,8 @@ _MAX_SYMLINK_TARGET_BYTES = 4096  # PATH_MAX: anything longer cannot be a usable
 _FILE, _DIR, _SYMLINK, _HARDLINK = "regular file", "directory", "symlink", "hardlink"
 
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
+_ZIP_MSDOS = 0  # ZipInfo.create_system of entries written on MS-DOS / Windows
+_DOS_DIRECTORY = 0x10  # FILE_ATTRIBUTE_DIRECTORY, in the low byte of external_attr
 _TAR_MODES_BY_MAGIC = ((b"\x1f\x8b", "r:gz"), (b"BZh", "r:bz2"), (b"\xfd7zXZ\x00", "r:xz"))
 
 _SPECIAL_ZIP_TYPES = {
@@ -198,12 +200,20 @@ def _zip_member(archive: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> _M
     file_type = stat.S_IFMT(info.external_attr >> 16)
     if file_type == stat.S_IFLNK:
         return _Member(name, parts, _SYMLINK, target=_read_zip_symlink(archive, zf, info))
-    if info.is_dir() or file_type == stat.S_IFDIR:
+    if _is_zip_dir(info, file_type):
         return _Member(name, parts, _DIR)
     if file_type in (0, stat.S_IFREG):
         return _Member(name, parts, _FILE, size=info.file_size, source=info)
     kind = _SPECIAL_ZIP_TYPES.get(file_type, f"special file (mode {oct(file_type)})")
     raise _unsafe(archive, name, f"is a {kind}; expected only regular files, directories and links")
+
+
+def _is_zip_dir(info: zipfile.ZipInfo, file_type: int) -> bool:
+    # `ZipInfo.is_dir()` only knows a trailing '/'. Windows tools end folder names with '\\' and mark them with
+    # the MS-DOS directory attribute instead; read as files, they would become 0-byte files with members
+    # "beneath" them.
+    dos_dir = info.create_system == _ZIP_MSDOS and info.external_attr & _DOS_DIRECTORY
+    return info.filename.endswith(("/", "\\")) or file_type == stat.S_IFDIR or bool(dos_dir)
 
 
 def _read_zip_symlink(archive: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> str:
@@ -219,6 +229,8 @@ def _extract_tar(archive: Path, mode: str, dest: Path, limits: _Limits, progress
         tar = tarfile.open(archive, mode)
     with tar:
         members = _read_tar_headers(archive, tar, limits.max_members, progress)
+        if mode == "r:":
+            _check_tar_end(archive, tar, members)
         total = _vet(archive, members, limits)
         for member in members:
             _check_with_tarfile_filter(archive, member.source, dest)
@@ -238,6 +250,27 @@ def _read_tar_headers(archive: Path, tar: tarfile.TarFile, max_members: int, pro
             members.append(_tar_member(archive, info))
             bar.advance(task)
     return members
+
+
+def _check_tar_end(archive: Path, tar: tarfile.TarFile, members: Sequence[_Member]) -> None:
+    """Refuse a plain tar that stops before its end-of-archive marker.
+
+    tarfile ends its member list quietly at end of file, at a partial header and at an unreadable one alike,
+    so a download cut exactly between two members would otherwise extract "successfully", members missing.
+    Only a block of zeros where the next header would be (tarfile's own end test) is a real end. Compressed
+    tars need no such check: their decompressors verify the stream's own end marker and checksum.
+    """
+    with _reading(archive):
+        tar.fileobj.seek(tar.offset)
+        block = tar.fileobj.read(tarfile.BLOCKSIZE)
+    if block == tarfile.NUL * tarfile.BLOCKSIZE:
+        return
+    where = f"after member {members[-1].name!r}" if members else "at the start"
+    if len(block) < tarfile.BLOCKSIZE:
+        found = f"the end of the file at byte {tar.offset + len(block):,}: the download is incomplete"
+    else:
+        found = "a header that tarfile cannot read"
+    raise _corrupt(archive, f"expected an end-of-archive marker {where} at byte {tar.offset:,}; found {found}")
 
 
 def _tar_member(archive: Path, info: tarfile.TarInfo) -> _Member:
@@ -470,7 +503,9 @@ def _write_all(
             path = dest.joinpath(*member.parts)
             with _writing(archive, member, path):
                 if member.kind == _DIR:
-                    path.mkdir(mode=0o755, parents=True, exist_ok=True)
+                    # Like any other tool's output, extracted folders and files get the process umask, which
+                    # the kernel applies to the mode given here (for files in `_write_file`).
+                    path.mkdir(mode=0o777, parents=True, exist_ok=True)
                     continue
                 path.parent.mkdir(parents=True, exist_ok=True)
                 if member.kind == _SYMLINK:
@@ -499,7 +534,7 @@ def _write_file(
         source = open_data(member)
     assert source is not None, "only regular files are read"
     written = 0
-    with source, os.fdopen(os.open(path, flags, 0o644), "wb") as target:
+    with source, os.fdopen(os.open(path, flags, 0o666), "wb") as target:  # data files: never executable
         while True:
             with _reading(archive, member.name):
                 chunk = source.read(_CHUNK_BYTES)

@@ -60,7 +60,7 @@ from imrestore.atomic import remove
 from imrestore.errors import ImrestoreError
 from imrestore.progress import byte_columns, new_progress
 
-__all__ = ["download", "ensure_free_space"]
+__all__ = ["UnpinnedDownload", "download", "ensure_free_space"]
 
 PART_SUFFIX = ".part"
 FREE_SPACE_MARGIN_BYTES = 64 << 20  # room for the filesystem's own bookkeeping and whatever else runs
@@ -72,6 +72,10 @@ MAX_RETRY_DELAY_S = 60.0  # neither backoff nor a server's Retry-After should pa
 _GIB = float(1 << 30)
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$")
+
+
+class UnpinnedDownload(ImrestoreError):
+    """The file arrived, but no sha256 was pinned to check it against; the message gives the hash to pin."""
 
 
 class _Transient(Exception):
@@ -151,16 +155,21 @@ def ensure_free_space(directory: Path, needed_bytes: int, what: str) -> None:
 
 
 def _check_url(url: str) -> None:
-    parts = urllib.parse.urlsplit(url)
+    # http.client refuses these only when the request is sent, as InvalidURL, which would read as a network
+    # failure and be retried; a URL pasted from a web page with a space in it is the usual case.
+    if any(char.isspace() or not char.isprintable() for char in url):
+        raise ImrestoreError(f"expected a URL without spaces or control characters, got {url!r}; "
+                             "write a space as %20")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises for a port that is not a number in range
+    except ValueError as err:  # e.g. an unclosed IPv6 bracket, or a port out of range
+        raise ImrestoreError(f"expected a valid URL, got {url!r}: {err}") from None
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         raise ImrestoreError(
             f"expected an http:// or https:// URL with a host name, got {url!r}; "
             "other protocols and local paths are not downloaded"
         )
-    try:
-        parts.port  # noqa: B018 - raises for a port that is not a number in range
-    except ValueError as err:
-        raise ImrestoreError(f"expected a valid port in the URL {url!r}: {err}") from None
 
 
 def _check_sha256(sha256: str | None, url: str) -> str | None:
@@ -185,7 +194,7 @@ def _check_verified_copy(url: str, dest: Path, expected: str | None, bar: _Bar) 
     """Return when `dest` is the pinned file; otherwise say what it is and keep it (it matched a pin once)."""
     actual = _hash_file(dest, hashlib.sha256(), bar, f"verifying {dest.name}").hexdigest()
     if expected is None:
-        raise ImrestoreError(
+        raise UnpinnedDownload(
             f"no sha256 pinned for {url}; {dest} exists and has sha256 {actual}. If you trust this source, "
             "pin it in params.yaml and run again"
         )
@@ -441,7 +450,7 @@ def _verify_and_rename(url: str, part: _PartFile, dest: Path, expected: str | No
     part.sync()
     actual = part.hexdigest()
     if expected is None:
-        raise ImrestoreError(
+        raise UnpinnedDownload(
             f"no sha256 pinned for {url}; the downloaded file has sha256 {actual}. If you trust this source, "
             f"pin it in params.yaml and run again (the file is kept as {part.path}, it will not be downloaded "
             "twice)"

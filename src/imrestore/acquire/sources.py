@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sys
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from typing import Any
 
 from imrestore import atomic
 from imrestore.acquire.archives import extract_archive
-from imrestore.acquire.download import download
+from imrestore.acquire.download import UnpinnedDownload, download
 from imrestore.acquire.sample import GoproSampleConfig, SiddSampleConfig, make_gopro_sample, make_sidd_sample
 from imrestore.atomic import sha256_file
 from imrestore.data import layouts
@@ -86,7 +87,11 @@ class SourceConfig(Section):
     def kind(self) -> str:
         if self.source == SAMPLE:
             return "sample"
-        scheme = urllib.parse.urlparse(self.source).scheme
+        try:
+            scheme = urllib.parse.urlparse(self.source).scheme
+        except ValueError as err:  # e.g. an unclosed IPv6 bracket
+            raise ImrestoreError(f"params.yaml: download.{self.dataset}.source must be 'sample', a URL or a path, "
+                                 f"found {self.source!r}, which is no valid URL: {err}") from None
         if scheme in ("http", "https"):
             return "url"
         if scheme in ("", "file"):
@@ -147,17 +152,37 @@ def _fetch(config: SourceConfig, progress: bool) -> Path:
     """Download from the source URL, then each mirror in turn; every copy is checked against the pin."""
     urls = [config.source, *config.mirrors]
     name = Path(urllib.parse.urlparse(config.source).path).name or f"{config.dataset}.archive"
-    dest = DOWNLOAD_CACHE / name
+    # A folder per dataset: URLs of both can end alike (Google Drive's `uc?id=…`, `download.php?file=…`).
+    dest = DOWNLOAD_CACHE / config.dataset / name
     dest.parent.mkdir(parents=True, exist_ok=True)
+    _adopt_shared_folder_download(DOWNLOAD_CACHE / name, dest, config.sha256)
     failures = []
     for url in urls:
         try:
             return download(url, dest, sha256=config.sha256, progress=progress)
+        except UnpinnedDownload:
+            raise  # it arrived: the message gives the hash to pin
         except ImrestoreError as exc:
-            if config.sha256 is None:
-                raise  # nothing to verify a mirror against: the user must pin the hash first
+            if config.sha256 is None:  # nothing to verify a mirror's copy against: the user must pin a hash first
+                if not config.mirrors:
+                    raise
+                raise ImrestoreError(
+                    f"{exc}\nThe {len(config.mirrors)} mirror(s) in download.{config.dataset}.mirrors were not tried: "
+                    "with no sha256 pinned, nothing could check that a mirror serves the same archive. Pin "
+                    f"download.{config.dataset}.sha256, or set download.{config.dataset}.source to a mirror to "
+                    "get the hash of its copy") from None
             failures.append(f"  {exc}" if url in str(exc) else f"  {url}: {exc}")
     raise ImrestoreError(f"could not download {config.dataset} from any source:\n" + "\n".join(failures))
+
+
+def _adopt_shared_folder_download(old: Path, dest: Path, sha256: str | None) -> None:
+    """Downloads used to be kept in one folder for both datasets, as `downloads/<name>`. A verified archive left
+    there that has this dataset's pin moves to the dataset's folder, rather than being downloaded again (9 GB for
+    GoPro); anything else there is left alone, as it may be the other dataset's."""
+    if sha256 is not None and not dest.exists() and old.is_file() and sha256_file(old) == sha256:
+        old.replace(dest)
+        print(f"note: moved {old} to {dest}: each dataset keeps its downloads in a folder of its own",
+              file=sys.stderr)
 
 
 def _from_local(config: SourceConfig, staging: Path, progress: bool) -> None:

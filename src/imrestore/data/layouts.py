@@ -79,16 +79,13 @@ def layout_root(raw_dir: Path, dataset: str) -> Path:
     )
 
 
-def find_layout_root(extracted: Path, dataset: str, max_depth: int = 3) -> Path:
-    """Find the dataset's top folder in a freshly extracted archive, which may wrap it in extra folders."""
-    names = _root_names(dataset)
-    frontier = [extracted]
-    for _ in range(max_depth + 1):
-        for folder in frontier:
-            if folder.name in names and folder.is_dir():
-                return folder
-        frontier = [child for folder in frontier for child in sorted(folder.iterdir()) if child.is_dir()]
-    return layout_root(extracted, dataset)  # raises with what was found
+def find_layout_root(folder: Path, dataset: str, max_depth: int = 3) -> Path:
+    """The dataset's top folder: `folder` itself when it has the name (a local copy), else the one in it that
+    `check_member_layout` would pick (a freshly extracted archive, which may wrap it in up to `max_depth` folders)."""
+    if folder.name in _root_names(dataset):
+        return folder
+    paths = [p.relative_to(folder).as_posix() + ("/" if p.is_dir() else "") for p in sorted(folder.rglob("*"))]
+    return folder / _find_root(_Tree.of(paths), dataset, max_depth, where=str(folder))
 
 
 def check_layout(root: Path, dataset: str) -> None:
@@ -103,17 +100,31 @@ def check_member_layout(names: Sequence[str], dataset: str, max_depth: int = 3) 
     The archive may wrap the dataset's top folder in up to `max_depth` folders, as `find_layout_root` allows.
     Refusing here means a wrong archive writes nothing, however large it would have expanded.
     """
-    tree = _Tree.of(names)
+    _find_root(_Tree.of(names), dataset, max_depth, where="the archive")
+
+
+def _find_root(tree: _Tree, dataset: str, max_depth: int, where: str) -> str:
+    """The shallowest folder of `tree` with the dataset's top-folder name, under at most `max_depth` wrapping
+    folders, that holds the upstream layout. Several can have the name: an archive of the folder an earlier unzip
+    made holds GOPRO_Large/GOPRO_Large/train/…, and the outer one is only a wrapper. Raises the layout error of
+    the shallowest candidate when none holds the layout, or says that none was found."""
     roots = _root_names(dataset)
-    frontier = [""]
-    for _ in range(max_depth + 1):
-        for folder in frontier:
-            if folder.rpartition("/")[2] in roots and folder in tree.children:
-                return _check_tree(tree, folder, dataset)
+    frontier, first_error = [""], None
+    for _ in range(max_depth + 1):  # depth 1 is the top level: no wrapper; depth max_depth + 1: max_depth of them
         frontier = [child for folder in frontier for child in tree.subfolders(folder)]
+        for folder in frontier:
+            if folder.rpartition("/")[2] not in roots:
+                continue
+            try:
+                _check_tree(tree, folder, dataset)
+                return folder
+            except ImrestoreError as error:
+                first_error = first_error or error
+    if first_error is not None:
+        raise first_error
     raise ImrestoreError(
-        f"expected {' or '.join(sorted(roots))}/ in the archive, found {tree.listing('')}; "
-        f"the {dataset} source must unpack to the upstream layout (README, 'Real data')"
+        f"expected {' or '.join(sorted(roots))}/ in {where}, at most {max_depth} folder(s) deep, found "
+        f"{tree.listing('')}; the {dataset} source must unpack to the upstream layout (README, 'Real data')"
     )
 
 
