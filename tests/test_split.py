@@ -118,10 +118,15 @@ def test_leaks_are_named():
 @pytest.mark.parametrize(
     ("dataset", "section", "message"),
     [
-        ("sidd", {"test_fraction": 1.5}, "params.yaml: split.sidd.test_fraction must be a number ≥ 0 and < 1, found 1.5"),
+        ("sidd", {"test_fraction": 1.5}, "params.yaml: split.sidd.test_fraction must be a number > 0 and < 1, found 1.5"),
+        # An empty test subset would only fail at evaluate, after both models trained.
+        ("sidd", {"test_fraction": 0}, "params.yaml: split.sidd.test_fraction must be a number > 0 and < 1, found 0"),
+        ("gopro", {"val_fraction": 1}, "params.yaml: split.gopro.val_fraction must be a number ≥ 0 and < 1, found 1"),
+        ("sidd", {"seed": -1}, "params.yaml: split.sidd.seed must be an integer ≥ 0 and ≤ 4294967295, found -1"),
+        ("gopro", {"seed": 2**32}, "split.gopro.seed must be an integer ≥ 0 and ≤ 4294967295, found 4294967296"),
         ("sidd", {"group_by": "camera"}, "params.yaml: split.sidd.group_by must be one of 'scene', 'instance', found 'camera'"),
         ("gopro", {"test_fraction": 0.2}, "unknown key split.gopro.test_fraction"),
-        ("sidd", {"seed": "x"}, "split.sidd.seed must be an integer, found 'x'"),
+        ("sidd", {"seed": "x"}, "split.sidd.seed must be an integer ≥ 0 and ≤ 4294967295, found 'x'"),
     ],
 )
 def test_bad_split_params_are_named(dataset, section, message):
@@ -129,6 +134,45 @@ def test_bad_split_params_are_named(dataset, section, message):
         SplitConfig.for_dataset(dataset, section)
 
 
-def test_a_split_that_leaves_too_few_groups_is_a_clear_error():
-    with pytest.raises(ImrestoreError, match="a grouped split needs at least two"):
-        assign_subsets(sidd_manifest(scenes=2), "sidd", SplitConfig(val_fraction=0.3))
+def test_the_extreme_seeds_are_accepted_and_split():
+    for seed in (0, 2**32 - 1):
+        assert (assign_subsets(sidd_manifest(), "sidd", SplitConfig(seed=seed))["subset"] == "test").sum() == 8
+
+
+def gopro_with_one_train_sequence() -> pd.DataFrame:
+    return gopro_manifest().query("split == 'test' or group == 'A'")
+
+
+@pytest.mark.parametrize(
+    ("dataset", "manifest", "section", "message"),
+    [
+        ("sidd", sidd_manifest(), {"test_fraction": 0.95, "val_fraction": 0.1},
+         "split.sidd: cannot carve the val subset (split.sidd.val_fraction: 0.1) from 1 scene group(s) ['{left}'] "
+         "that the test subset (split.sidd.test_fraction: 0.95) left of 10: a grouped split needs at least two, one "
+         "for each side; lower split.sidd.test_fraction or set split.sidd.val_fraction: 0 (no val subset) or set "
+         "split.sidd.group_by: instance (40 groups)"),
+        ("sidd", sidd_manifest(scenes=2), {"val_fraction": 0.3},  # test always takes a group: lowering it won't do
+         "split.sidd: cannot carve the val subset (split.sidd.val_fraction: 0.3) from 1 scene group(s) ['{left}'] "
+         "that the test subset (split.sidd.test_fraction: 0.2) left of 2: a grouped split needs at least two, one "
+         "for each side; set split.sidd.val_fraction: 0 (no val subset) or set split.sidd.group_by: instance "
+         "(8 groups)"),
+        ("sidd", sidd_manifest(scenes=1), {},
+         "split.sidd: cannot carve the test subset (split.sidd.test_fraction: 0.2) from 1 scene group(s) ['001']: a "
+         "grouped split needs at least two, one for each side; set split.sidd.group_by: instance (4 groups)"),
+        ("sidd", sidd_manifest(scenes=1, instances=1), {"group_by": "instance"},
+         "split.sidd: cannot carve the test subset (split.sidd.test_fraction: 0.2) from 1 instance group(s) "
+         "['0001_001_IP']: a grouped split needs at least two, one for each side; no split key can fix that, the "
+         "dataset has too few groups"),
+        ("gopro", gopro_with_one_train_sequence(), {"val_fraction": 0.1},
+         "split.gopro: cannot carve the val subset (split.gopro.val_fraction: 0.1) from 1 train sequence(s) ['A']: a "
+         "grouped split needs at least two, one for each side; set split.gopro.val_fraction: 0 (no val subset)"),
+    ],
+)
+def test_a_split_with_too_few_groups_names_the_subset_and_the_keys_to_change(dataset, manifest, section, message):
+    config = SplitConfig.for_dataset(dataset, section)
+    with pytest.raises(ImrestoreError) as caught:
+        assign_subsets(manifest, dataset, config)
+    if "{left}" in message:  # the one group the test subset left in train
+        test = assign_subsets(manifest, dataset, SplitConfig.for_dataset(dataset, {**section, "val_fraction": 0}))
+        message = message.format(left=test.loc[test["subset"] == "train", "group"].iloc[0])
+    assert str(caught.value) == message

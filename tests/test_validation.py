@@ -88,6 +88,37 @@ def test_missing_partner_is_named(tmp_path):
     assert f"{gt.with_name('NOISY_SRGB_010.PNG').as_posix()}: has no target partner" in message
 
 
+def test_missing_files_are_reported_once_each_and_nothing_else(tmp_path):
+    # A missing file has no size and no content: it used to come back as "sizes differ (target 0x0)", as
+    # unreadable, and, through its empty hash, as content shared with the other missing file ("nan: …").
+    root = write_gopro(tmp_path / "raw")
+    sharp = [root / "train/GOPR0372_07_00/sharp/000002.png", root / "train/GOPR0374_11_00/sharp/000001.png"]
+    blur = next(root.glob("test/*/blur/000001.png"))
+    for path in (*sharp, blur):
+        path.unlink()
+    message = failure(tmp_path, "gopro", root)
+    expected = sorted([f"{s.parent.parent / 'blur' / s.name}: has no target partner (found nothing)" for s in sharp]
+                      + [f"{blur.parent.parent / 'sharp' / blur.name}: has no input partner (found nothing)"])
+    assert sorted(line.removeprefix("  - ") for line in message.splitlines() if line.startswith("  - ")) == expected
+    assert json.loads((tmp_path / "reports" / "gopro" / "summary.json").read_text())["problems"] == 3
+
+
+def test_unidentifiable_files_are_named_once_by_their_path(tmp_path):
+    root = write_gopro(tmp_path / "raw")
+    victim = next(root.glob("test/*/sharp/000002.png"))
+    victim.write_bytes(b"<html>404 Not Found</html>")  # what a failed download often leaves
+    empty = sorted(root.glob("train/*/sharp/000001.png"))
+    for path in empty:  # the same (empty) bytes: undecodable, not content shared between pairs
+        path.write_bytes(b"")
+    message = failure(tmp_path, "gopro", root)
+    assert (f"{victim}: target must be a readable, fully decodable image (found cannot decode: {victim} is in no "
+            "image format Pillow identifies (it starts with b'<html>404 Not Fo'))") in message
+    for path in empty:
+        assert f"{path}: target must be a readable, fully decodable image (found cannot decode: {path} " in message
+    assert "object at 0x" not in message and "sizes differ" not in message and "share" not in message
+    assert json.loads((tmp_path / "reports" / "gopro" / "summary.json").read_text())["problems"] == 3
+
+
 def test_size_mismatch_is_named(tmp_path):
     root = write_gopro(tmp_path / "raw")
     victim = next(root.glob("test/*/sharp/000001.png"))
@@ -95,6 +126,8 @@ def test_size_mismatch_is_named(tmp_path):
     message = failure(tmp_path, "gopro", root)
     assert "input and target sizes differ (found input 48x32, target 40x32)" in message
     assert victim.with_name("000001.png").parent.parent.name in message
+    # pandera fails a pair-level check once per column: the pair is still one problem, not one per file
+    assert json.loads((tmp_path / "reports" / "gopro" / "summary.json").read_text())["problems"] == 1
 
 
 def test_grayscale_and_16_bit_images_are_named(tmp_path):

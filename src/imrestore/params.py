@@ -230,6 +230,7 @@ def choice(*options: Any) -> Rule:
     return Rule(expected, lambda v: any(v == o and type(v) is type(o) for o in options))
 
 
+SEED = integer(minimum=0, maximum=2**32 - 1)  # what numpy's and Lightning's seeding take
 BOOLEAN = Rule("true or false", lambda v: isinstance(v, bool))
 TEXT = Rule("a non-empty string", lambda v: isinstance(v, str) and bool(v.strip()))
 

@@ -71,7 +71,12 @@ def inspect_image(path: Path) -> tuple[ImageFacts, np.ndarray | None]:
             image.load()  # decodes every byte: truncation raises here
             width, height, mode = image.width, image.height, image.mode
             pixels = np.asarray(image) if mode == "RGB" else None
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
+    except UnidentifiedImageError:
+        # Pillow's message names the stream it was given (`<_io.BytesIO object at 0x…>`): name the file, and
+        # show how it starts, which tells an HTML error page or an empty download from an image.
+        return ImageFacts(sha256=digest, error=f"cannot decode: {path.as_posix()} is in no image format Pillow "
+                                                f"identifies (it starts with {data[:16]!r})"), None
+    except (OSError, SyntaxError, ValueError) as exc:
         return ImageFacts(sha256=digest, error=f"cannot decode: {exc}"), None
     channels, bit_depth = _png_header(data) or (_PIL_CHANNELS.get(mode, 0), 16 if mode.startswith("I;16") else 8)
     if bit_depth != 8:

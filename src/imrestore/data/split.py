@@ -24,14 +24,11 @@ import numpy as np
 import pandas as pd
 
 from imrestore.errors import ImrestoreError
-from imrestore.params import Section, choice, integer, number, param, reject_unknown
+from imrestore.params import SEED, Section, choice, number, param, reject_unknown
 
 SUBSETS = ("train", "val", "test")
 GROUP_BY = {"scene": "group", "instance": "scene_instance"}  # manifest column that holds each grouping
 CANDIDATES = 4000  # random group orders tried per split; plenty for SIDD's 10 scenes or 160 instances
-
-
-FRACTION = number(minimum=0, below=1)
 
 
 @dataclass(frozen=True)
@@ -41,9 +38,10 @@ class SplitConfig(Section):
 
     SECTION = "split"
 
-    seed: int = param(0, integer())
-    test_fraction: float = param(0.2, FRACTION)
-    val_fraction: float = param(0.0, FRACTION)
+    seed: int = param(0, SEED)
+    # A test subset is what evaluate measures: 0 would leave it empty, found only after both models trained.
+    test_fraction: float = param(0.2, number(above=0, below=1))
+    val_fraction: float = param(0.0, number(minimum=0, below=1))  # 0: no val subset (training runs without one)
     group_by: str = param("scene", choice(*GROUP_BY))
 
     @classmethod
@@ -69,29 +67,55 @@ def assign_subsets(manifest: pd.DataFrame, dataset: str, config: SplitConfig) ->
         table["subset"] = table["split"]  # the official split, untouched
     else:
         table["subset"] = "train"
-        test = _choose_groups(table, config.test_fraction, rng)
-        table.loc[table["split_group"].isin(test), "subset"] = "test"
+        _carve(table, "test", dataset, config, rng)
     if config.val_fraction > 0:
-        train = table[table["subset"] == "train"]
-        val = _choose_groups(train, config.val_fraction, rng)
-        table.loc[table["split_group"].isin(val), "subset"] = "val"
+        _carve(table, "val", dataset, config, rng)
     if (table["subset"] == "train").sum() == 0:
         raise ImrestoreError(f"{dataset}: the split leaves no training pairs; lower test_fraction/val_fraction")
     return table
 
 
+def _carve(table: pd.DataFrame, subset: str, dataset: str, config: SplitConfig, rng: np.random.Generator) -> None:
+    """Move whole groups holding about `<subset>_fraction` of the train pairs to `subset`, in place."""
+    train = table[table["subset"] == "train"]
+    groups = sorted(train["split_group"].unique())
+    if len(groups) < 2:
+        raise ImrestoreError(_too_few_groups(table, subset, groups, dataset, config))
+    chosen = _choose_groups(train, getattr(config, f"{subset}_fraction"), rng)
+    table.loc[table["split_group"].isin(chosen), "subset"] = subset
+
+
+def _too_few_groups(table: pd.DataFrame, subset: str, groups: list[str], dataset: str, config: SplitConfig) -> str:
+    """Why `subset` cannot be carved from the train `groups` (fewer than two), and which keys would make room."""
+    key = f"split.{dataset}"
+    total = table["split_group"].nunique()
+    kind = "train sequence" if dataset == "gopro" else f"{config.group_by} group"
+    source = f"{len(groups)} {kind}(s) {groups}"
+    fixes = []
+    if subset == "val" and dataset == "sidd":
+        source += f" that the test subset ({key}.test_fraction: {config.test_fraction:g}) left of {total}"
+        if total > 2:  # the test subset takes at least one group: only with three can it leave two
+            fixes.append(f"lower {key}.test_fraction")
+    if subset == "val":
+        fixes.append(f"set {key}.val_fraction: 0 (no val subset)")
+    if dataset == "sidd" and config.group_by == "scene":
+        instances = table["scene_instance"].nunique()
+        if instances >= (3 if subset == "val" else 2):
+            fixes.append(f"set {key}.group_by: instance ({instances} groups)")
+    fraction = getattr(config, f"{subset}_fraction")
+    return (f"{key}: cannot carve the {subset} subset ({key}.{subset}_fraction: {fraction:g}) from {source}: "
+            "a grouped split needs at least two, one for each side; "
+            + (" or ".join(fixes) if fixes else "no split key can fix that, the dataset has too few groups"))
+
+
 def _choose_groups(table: pd.DataFrame, fraction: float, rng: np.random.Generator) -> set[str]:
-    """Groups holding about `fraction` of the pairs (at least one group) that best preserve coverage.
+    """Groups holding about `fraction` of the pairs (at least one group, never all) that best preserve coverage.
 
     Each candidate takes groups in a random order while that brings the count closer to the target; the
     candidate with the best (coverage, closeness, degradation likeness) wins, the first one found on ties.
     """
-    if fraction <= 0:
-        return set()
     sizes = table.groupby("split_group").size().to_dict()
     groups = sorted(sizes)
-    if len(groups) < 2:
-        raise ImrestoreError(f"cannot split {len(groups)} group(s) {groups}: a grouped split needs at least two")
     values = _values_per_group(table)
     degradation = {} if any(values.values()) else _degradation_per_group(table)  # metadata first, see above
     target = fraction * len(table)

@@ -73,7 +73,9 @@ class PairManifest(pa.DataFrameModel):
 
     @pa.dataframe_check(error="input and target sizes differ")
     def same_size(cls, df: pd.DataFrame) -> pd.Series:
-        return (df["input_width"] == df["target_width"]) & (df["input_height"] == df["target_height"])
+        # A missing or undecodable file has no size (0x0); its own rule reports it, so it is not compared here.
+        unread = (df["input_error"] != "") | (df["target_error"] != "")
+        return unread | ((df["input_width"] == df["target_width"]) & (df["input_height"] == df["target_height"]))
 
     class Config:
         strict = False  # dataset subclasses add their metadata columns
@@ -121,18 +123,30 @@ def check_schema(manifest: pd.DataFrame, dataset: str) -> list[Problem]:
     for failure in failures.itertuples(index=False):
         row = None if pd.isna(failure.index) else manifest.loc[failure.index]
         column = str(failure.column)
-        role = "target" if column.startswith("target_") else "input"
-        if row is not None and column not in (f"{role}_error", f"{role}_path") and row[f"{role}_error"]:
-            continue  # an image that did not decode has no width or depth: report the cause once
         if failure.schema_context == "DataFrameSchema":
-            rule, found = str(failure.check), _sizes(row)
+            # A pair-level check fails once for every column of the row: name the pair once, by its input.
+            role, rule, found = "input", str(failure.check), _sizes(row)
         else:
+            role = "target" if column.startswith("target_") else "input"
+            if _reported_elsewhere(row, column, role):
+                continue
             rule, found = _RULES.get(column, f"{column} must satisfy {failure.check}"), _found(failure.failure_case)
         problems.setdefault((_file_of(row, role), rule), Problem(_file_of(row, role), rule, found))
     return list(problems.values())
 
 
-def _file_of(row: pd.Series | None, role: str) -> str:
+def _reported_elsewhere(row: pd.Series | None, column: str, role: str) -> bool:
+    """Whether a failure of `column` follows from one that another rule reports, so each cause is named once:
+    a missing file by its path rule (not again as unreadable), an unreadable one by its error rule (not again
+    as having no width, depth or hash)."""
+    if row is None or column == f"{role}_path":
+        return False
+    if not isinstance(row[f"{role}_path"], str):
+        return True
+    return column != f"{role}_error" and bool(row[f"{role}_error"])
+
+
+def _file_of(row: pd.Series | Mapping[str, Any] | None, role: str) -> str:
     if row is None:
         return "<manifest>"
     other = "target" if role == "input" else "input"
@@ -220,7 +234,7 @@ def check_expectations(manifest: pd.DataFrame, dataset: str, expected_pairs: dic
         analytics_enabled=False, progress_bars=ProgressBarsConfig(globally=False),
         data_docs_sites={"imrestore": site}))
     tables = {
-        "pairs": manifest.assign(mean_shift=manifest["input_mean"] - manifest["target_mean"]),
+        "pairs": _content_table(manifest),
         "splits": manifest.groupby("split").size().rename("pairs").reset_index(),
     }
     index_columns = {"pairs": ["input_path", "target_path"], "splits": ["split"]}
@@ -248,6 +262,15 @@ def check_expectations(manifest: pd.DataFrame, dataset: str, expected_pairs: dic
                 problems += _expectation_problems(result, table, frame)
     _make_docs_reproducible(docs_dir)
     return problems, {"evaluated": evaluated, "successful": successful}
+
+
+def _content_table(manifest: pd.DataFrame) -> pd.DataFrame:
+    """The pairs table the content expectations check. A file that is missing or did not decode has no content
+    (its rule in the schema names it), so its hash is null, which GX's column checks skip: otherwise the empty
+    hashes of every missing file would count as content shared between pairs."""
+    hashes = {f"{role}_sha256": manifest[f"{role}_sha256"].where(manifest[f"{role}_error"] == "")
+              for role in ("input", "target")}
+    return manifest.assign(mean_shift=manifest["input_mean"] - manifest["target_mean"], **hashes)
 
 
 # The Data Docs are a stage output, so dvc.lock records their hash: the same manifest must give the same bytes,
@@ -287,7 +310,7 @@ def _expectation_problems(result, table: str, frame: pd.DataFrame) -> list[Probl
         if table == "splits":
             return [Problem(f"split {item['split']}", rule, _found(item.get(column))) for item in unexpected]
         role = "target" if column.startswith("target_") else "input"
-        return [Problem(str(item[f"{role}_path"]), rule, _found(item.get(column))) for item in unexpected]
+        return [Problem(_file_of(item, role), rule, _found(item.get(column))) for item in unexpected]
     observed = details.get("observed_value", details.get("unexpected_list", "?"))
     return [Problem(f"<{table}>", rule, _found(observed))]
 
