@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -117,6 +118,25 @@ def test_an_identity_network_scores_exactly_the_input(tmp_path):
     assert metrics["benchmarks"] == {}  # no .mat files: nothing claimed
 
 
+def test_an_image_identical_to_its_target_is_counted_not_averaged_as_an_infinite_psnr(tmp_path):
+    # One infinite PSNR made the mean inf, which json writes as `Infinity`: no JSON parser but Python's reads it.
+    split = write_pairs(tmp_path / "pairs", count=3)
+    pairs = select_test_pairs(split)
+    shutil.copyfile(pairs.target_path.iloc[1], pairs.input_path.iloc[1])
+    metrics = run(tmp_path, params_for(tmp_path, baselines={}), export_network(tmp_path / "m"), split)
+
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    written = json.loads((tmp_path / "out" / "denoise.json").read_text(), parse_constant=refuse)
+    table = pd.read_csv(tmp_path / "out" / "denoise" / "per_image.csv")
+    assert math.isinf(table["input_psnr"].iloc[1]) and written["input"]["identical_images"] == 1
+    others = table["input_psnr"].drop(index=1)
+    assert written["input"]["psnr"] == pytest.approx(others.mean(), abs=1e-5)  # the CSV rounds
+    restored_identical = int(np.isinf(table["psnr"]).sum())  # the untrained network may return it unchanged too
+    assert written.get("identical_images", 0) == restored_identical and math.isfinite(metrics["psnr"])
+
+
 def test_published_checkpoints_are_scored_by_the_same_code_on_the_same_images(tmp_path):
     """A NAFNet release file ({"params": …}) and a Lightning checkpoint of the paper's network, random weights."""
     from imrestore.models.nafnet import NAFNet, NAFNetConfig
@@ -179,6 +199,7 @@ def test_a_corrupt_image_stops_evaluation_and_leaves_nothing_behind(tmp_path):
     ({"baselines": {"denoise": ["tv", "tv"]}}, "params.yaml: evaluate.baselines must be names from"),
     ({"tile": 30}, "params.yaml: evaluate.tile must be null or a multiple of 4 ≥ 4, found 30"),
     ({"max_images": 0}, "params.yaml: evaluate.max_images must be null or an integer ≥ 1, found 0"),
+    ({"device": "mps"}, "params.yaml: evaluate.device must be auto, cpu, cuda or cuda:N, found 'mps'"),
     ({"colour": True}, "params.yaml: unknown key evaluate.colour; expected one of baselines, benchmarks, "),
 ])
 def test_bad_evaluate_params_are_named(tmp_path, override, message):

@@ -67,3 +67,39 @@ def test_weights_of_the_other_task_are_refused(tmp_path):
     with pytest.raises(ImrestoreError, match="was trained for deblur, not denoise"):
         from imrestore.app.restore import load_task_weights
         load_task_weights("denoise", weights)
+
+
+@pytest.mark.parametrize("where, message", [
+    ("a_folder", "a_folder is a folder; expected the ONNX model file (--out)"),
+    ("afile/denoise.onnx", "afile is a file; expected the folder for {tmp}/afile/denoise.onnx (a folder: an existing"),
+])
+def test_an_out_that_cannot_be_written_is_refused_before_exporting(tmp_path, capsys, where, message):
+    import time
+
+    weights = trained_looking_weights(tmp_path / "model", MODELS["paper"])
+    (tmp_path / "a_folder").mkdir()
+    (tmp_path / "afile").write_text("mine")
+    started = time.monotonic()
+    with pytest.raises(SystemExit):
+        main(["export", "--task", "denoise", "--weights", str(weights), "--out", str(tmp_path / where)])
+    assert time.monotonic() - started < 10, "refused at once, not after the export"
+    assert message.format(tmp=tmp_path) in capsys.readouterr().err
+    assert list((tmp_path / "a_folder").iterdir()) == [] and (tmp_path / "afile").read_text() == "mine"
+
+
+def test_a_checkpoint_of_the_other_task_is_not_exported_as_this_one(tmp_path, capsys):
+    from imrestore.training import LAST_CHECKPOINT, RUN_FILE
+
+    torch.manual_seed(0)
+    module = RestorationModule(MODELS["paper"], {})
+    checkpoints = tmp_path / "build" / "checkpoints" / "deblur"  # as train@deblur leaves them
+    checkpoints.mkdir(parents=True)
+    torch.save({"hyper_parameters": dict(module.hparams),
+                "state_dict": {f"net.{k}": v for k, v in module.net.state_dict().items()}},
+               checkpoints / LAST_CHECKPOINT)
+    (checkpoints / RUN_FILE).write_text(json.dumps({"task": "deblur", "model": MODELS["paper"]}))
+    with pytest.raises(SystemExit):
+        main(["export", "--task", "denoise", "--weights", str(checkpoints / LAST_CHECKPOINT),
+              "--out", str(tmp_path / "x.onnx")])
+    assert "was trained for deblur, not denoise" in capsys.readouterr().err
+    assert not (tmp_path / "x.onnx").exists(), "no model labelled imrestore.task=denoise"

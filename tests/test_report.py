@@ -276,6 +276,50 @@ def test_bad_revisions_are_clear_errors_and_keep_the_previous_report(history):
     assert not (history["out"] / "nope").exists()
 
 
+@pytest.fixture
+def clone(tmp_path) -> Path:
+    """A git + DVC repository with one commit and no pipeline: a report of it is quick, and has no plots."""
+    (tmp_path / "clone").mkdir()
+    repo = new_project(tmp_path / "clone", with_pipeline=False)
+    (repo / "README.md").write_text("# the project\n")
+    commit(repo, "init")
+    return repo
+
+
+def test_out_is_never_a_folder_or_file_the_report_did_not_write(clone):
+    (clone / "mynotes").mkdir()
+    (clone / "mynotes" / "todo.md").write_text("mine")
+    for out, found in (("mynotes", "holds what a report did not write (todo.md)"),
+                       ("README.md", "is a file; expected the report's folder"),
+                       (".", "holds what a report did not write (.dvc, .dvcignore, .git, README.md, mynotes and 1 more)"),
+                       ("README.md/sub", "README.md is a file; expected the folder that holds the report's folder")):
+        result = sh("imrestore", "report", "--base", "HEAD", "--out", out, cwd=clone, check=False)
+        assert result.returncode == 1 and "Traceback" not in result.stderr
+        assert result.stderr.startswith("error: ") and found in result.stderr
+    assert (clone / "mynotes" / "todo.md").read_text() == "mine"
+    assert (clone / "README.md").read_text() == "# the project\n"
+    assert sh("git", "status", "--porcelain", cwd=clone).stdout == "?? mynotes/\n", "the repository is as it was"
+
+
+def test_a_previous_report_is_replaced_and_nothing_else(clone):
+    first = write_report("HEAD", out="build/pr-report", cwd=clone)
+    assert first.read_text().startswith("# imrestore report: workspace vs `HEAD`")
+    (first.parent / "deblur_curves.png").write_bytes(b"a plot an older report left")
+    second = write_report("HEAD", rev="HEAD", out="build/pr-report", cwd=clone)
+    assert second == first and second.read_text().startswith("# imrestore report: `HEAD` vs `HEAD`")
+    assert [p.name for p in second.parent.iterdir()] == ["report.md"], "the old plot went with the old report"
+    assert not list(second.parent.parent.glob(".tmp-*"))
+    for stranger, why in (("notes.txt", "notes.txt"), ("report.md", 'report.md without the title "# imrestore report:"')):
+        (second.parent / stranger).write_text("mine")
+        with pytest.raises(ImrestoreError, match=re.escape(f"holds what a report did not write ({why})")):
+            write_report("HEAD", out="build/pr-report", cwd=clone)
+        assert (second.parent / stranger).read_text() == "mine"
+        (second.parent / stranger).unlink()
+    empty = clone / "build" / "empty"
+    empty.mkdir()
+    assert write_report("HEAD", out=empty, cwd=clone).is_file(), "an empty folder is free to use"
+
+
 def seed_noise_file(std: dict[str, dict[str, float]], data: str = "sample") -> str:
     """benchmarks/results/seed_noise.json as the seed-noise benchmark writes it; std: {task: {metric: σ}}."""
     tasks = {task: {"input_psnr": 18.0, **{key: {"values": [20.0, 20.0 + s, 20.0 - s], "mean": 20.0, "std": s}

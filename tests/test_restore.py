@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -237,3 +238,210 @@ def test_a_bad_flag_is_named_as_the_user_typed_it(tmp_path):
                                               "or a multiple of 4 ≥ 4, found -8")):
         result = imrestore("restore", str(source), "--task", "denoise", "--out", "o", *flags, cwd=tmp_path)
         assert result.returncode == 1 and result.stderr.strip() == message
+
+
+# --- what restore writes: never an input, never one PNG for two images, and a clear error where it cannot write
+
+def untouched(*paths: Path):
+    """Each path's bytes now, to compare with afterwards."""
+    return {path: path.read_bytes() for path in paths}
+
+
+def test_an_input_under_out_is_never_overwritten(tmp_path, weights):
+    top = photo(tmp_path / "ph" / "a.jpg")
+    nested = photo(tmp_path / "ph" / "sub" / "a.png", size=(30, 40))  # ph/a.jpg would be restored to ph/sub/a.png
+    before = untouched(top, nested)
+    result = imrestore("restore", "ph", "--task", "denoise", "--weights", str(weights), "--out", "ph/sub",
+                       cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert ("error: --out ph/sub would overwrite the input ph/sub/a.png with the restoration of ph/a.jpg "
+            "(ph/sub/a.png); choose another folder") in result.stderr
+    assert untouched(top, nested) == before and sorted(p.name for p in (tmp_path / "ph").rglob("*")) == [
+        "a.jpg", "a.png", "sub"]
+
+
+def test_two_inputs_restored_to_one_png_are_refused(tmp_path, weights):
+    jpeg, png = photo(tmp_path / "in" / "rgb.jpg"), photo(tmp_path / "in" / "rgb.png", mode="L")
+    result = imrestore("restore", "in", "--task", "denoise", "--weights", str(weights), "--out", "out", cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "in/rgb.jpg and in/rgb.png would both be written to out/rgb.png" in result.stderr
+    assert not (tmp_path / "out").exists(), "refused before anything was written"
+    assert jpeg.is_file() and png.is_file()
+
+
+@pytest.mark.parametrize("layout, out, message", [
+    ({"afile": "file"}, "afile", "error: afile is a file; expected --out, the folder for the restored PNGs"),
+    ({"afile": "file"}, "afile/sub", "error: afile/sub cannot be created: afile is a file; expected --out"),
+    ({"o/shot.png": "folder"}, "o", "error: o/shot.png is a folder; expected the restored PNG of shot.png"),
+])
+def test_an_out_that_cannot_be_written_is_refused_before_any_work(tmp_path, weights, layout, out, message):
+    source = photo(tmp_path / "shot.png")
+    for path, kind in layout.items():
+        (tmp_path / path).mkdir(parents=True) if kind == "folder" else (tmp_path / path).write_text("mine")
+    # no such weights: had the outputs not been checked first, the error would be about them
+    result = imrestore("restore", source.name, "--task", "denoise", "--weights", "nowhere", "--out", out,
+                       cwd=tmp_path)
+    assert result.returncode == 1 and result.stderr.startswith(message), result.stderr
+    assert "Traceback" not in result.stderr and not list(tmp_path.rglob(".tmp-*"))
+    assert all((tmp_path / path).is_dir() or (tmp_path / path).read_text() == "mine" for path in layout)
+
+
+def limited_file_size(limit: int):
+    """preexec_fn: writes past `limit` bytes fail with EFBIG, as a full disk fails them with ENOSPC (ignoring
+    SIGXFSZ, whose default would kill the process instead)."""
+    import resource
+    import signal
+
+    def apply():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+def test_a_failed_write_names_the_file_and_leaves_nothing_half_written(tmp_path, weights):
+    source = photo(tmp_path / "shot.png")
+    result = subprocess.run([str(IMRESTORE), "restore", str(source), "--task", "denoise", "--weights", str(weights),
+                             "--out", "out"], cwd=tmp_path, capture_output=True, text=True,
+                            preexec_fn=limited_file_size(1000))  # the 60×84 photo's PNG is ~13 kB
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "error: out/shot.png could not be written: File too large" in result.stderr
+    assert list((tmp_path / "out").iterdir()) == [], "no half-written PNG, no temporary"
+
+
+def test_a_garbage_model_pt_is_named(tmp_path, weights):
+    source = photo(tmp_path / "shot.png")
+    (weights / "model.pt").write_bytes(b"these are not the tensors you are looking for")
+    result = imrestore("restore", str(source), "--task", "denoise", "--weights", str(weights), "--out", "o",
+                       cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"error: {weights / 'model.pt'} cannot be loaded safely (weights_only=True): expected a file torch.save " \
+           "wrote of tensors and plain values" in result.stderr
+
+
+def checkpoint_of(folder: Path, task: str | None) -> Path:
+    """A training checkpoint as train@<task> leaves it: last.ckpt, and run.json naming the task (None: no run.json)."""
+    from imrestore.training import LAST_CHECKPOINT, RUN_FILE
+
+    torch.manual_seed(0)
+    module = RestorationModule(TINY_MODEL, {})
+    folder.mkdir(parents=True)
+    torch.save({"hyper_parameters": dict(module.hparams),
+                "state_dict": {f"net.{k}": v for k, v in module.net.state_dict().items()}}, folder / LAST_CHECKPOINT)
+    if task is not None:
+        (folder / RUN_FILE).write_text(json.dumps({"task": task, "model": TINY_MODEL}))
+    return folder / LAST_CHECKPOINT
+
+
+def test_a_checkpoint_of_the_other_task_is_refused(tmp_path):
+    from imrestore.app import restore
+    from imrestore.training import RUN_FILE
+
+    assert restore.RUN_FILE == RUN_FILE, "restore reads the file training writes"
+    source = photo(tmp_path / "shot.png")
+    deblur = checkpoint_of(tmp_path / "build" / "checkpoints" / "deblur", "deblur")
+    result = imrestore("restore", str(source), "--task", "denoise", "--weights", str(deblur), "--out", "o",
+                       cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert (f"error: {deblur} was trained for deblur, not denoise ({deblur.parent / 'run.json'} says so)"
+            in result.stderr)
+    assert not (tmp_path / "o").exists()
+    for task, folder in (("denoise", "denoise"), (None, "copied")):  # its own task, or no record: restored
+        weights = checkpoint_of(tmp_path / folder, task)
+        result = imrestore("restore", str(source), "--task", "denoise", "--weights", str(weights), "--out", folder,
+                           cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+
+
+def oversized_png(path: Path, side: int = 20000) -> Path:
+    """A valid 1-bit PNG of side² pixels (400 million: over Pillow's decompression-bomb limit), ~50 kB on disk."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    rows = zlib.compress(bytes(side * (1 + side // 8)), 9)  # filter byte + side/8 bytes per row, all 0: black
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+    return path
+
+
+def test_an_oversized_image_is_named_and_skipped(tmp_path, weights):
+    photo(tmp_path / "in" / "a.png")
+    oversized_png(tmp_path / "in" / "huge.png")
+    with pytest.raises(Image.DecompressionBombError):
+        Image.open(tmp_path / "in" / "huge.png")
+    result = imrestore("restore", "in", "--task", "denoise", "--weights", str(weights), "--out", "out", cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert ("in/huge.png: not read: too large for Pillow, which refuses it as a possible decompression bomb (Image "
+            "size (400000000 pixels) exceeds limit of") in result.stderr
+    assert "restored 1 image(s) into out" in result.stdout and (tmp_path / "out" / "a.png").is_file()
+
+
+@pytest.mark.parametrize("device", ["mps", "meta", "gpu", "cpu:1"])
+def test_a_device_inference_cannot_use_is_refused(tmp_path, weights, device):
+    source = photo(tmp_path / "shot.png")
+    result = imrestore("restore", str(source), "--task", "denoise", "--weights", str(weights), "--out", "o",
+                       "--device", device, cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"error: device must be auto, cpu, cuda or cuda:N, found {device!r}"
+
+
+def test_a_folder_named_like_an_image_is_walked_not_read(tmp_path, weights):
+    photo(tmp_path / "photos" / "trip.jpg" / "day1.png")
+    result = imrestore("restore", "photos", "--task", "denoise", "--weights", str(weights), "--out", "out",
+                       cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert [p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.png")] == [
+        "trip.jpg/day1.png"]
+
+
+@pytest.mark.parametrize("mode, transparent", [("L", 40), ("RGB", (40, 40, 40)), ("I;16", 40 * 257)])
+def test_a_trns_transparent_value_becomes_an_alpha_channel(tmp_path, weights, mode, transparent):
+    grey = np.tile(np.arange(0, 84, dtype=np.uint16) * 20 % 256, (60, 1))  # 40 appears, so some pixels vanish
+    pixels = {"L": grey.astype(np.uint8), "RGB": np.repeat(grey.astype(np.uint8)[..., None], 3, axis=2),
+              "I;16": grey * 257}[mode]
+    source = tmp_path / f"{mode.replace(';', '')}.png"
+    Image.fromarray(pixels).save(source, transparency=transparent)
+    assert Image.open(source).mode == mode and Image.open(source).info["transparency"] == transparent
+    result, out = restore_one(tmp_path, source, weights)
+    assert f"({transparent}, a tRNS chunk) kept as an alpha channel" in result.stdout
+    written = np.asarray(Image.open(out)) if mode != "I;16" else None
+    key = pixels if mode != "RGB" else pixels[..., 0]
+    hidden = key == (transparent if mode != "RGB" else transparent[0])
+    assert hidden.any() and not hidden.all()
+    if mode == "I;16":  # 16-bit grey + alpha: Pillow reads it back at 8 bits, so decode the PNG itself
+        written = decode_unfiltered_png16(out.read_bytes(), 2)
+        np.testing.assert_array_equal(written[..., 1], np.where(hidden, 0, 65535))
+        np.testing.assert_array_equal(written[..., 0], pixels)
+    else:
+        assert Image.open(out).mode == {"L": "LA", "RGB": "RGBA"}[mode]
+        np.testing.assert_array_equal(written[..., -1], np.where(hidden, 0, 255))
+        np.testing.assert_array_equal(written[..., :-1].squeeze(), pixels)
+
+
+def test_a_16_bit_tiff_is_turned_upright_and_colour_profiles_are_kept(tmp_path, weights):
+    import tifffile
+    from PIL import ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    source = tmp_path / "scan.tif"  # orientation 6: turned 90° clockwise to display
+    tifffile.imwrite(source, ramp16(channels=3), photometric="rgb",
+                     extratags=[(274, "H", 1, 6, True), (34675, "B", len(icc), icc, True)])
+    result, out = restore_one(tmp_path, source, weights)
+    assert "turned upright as its EXIF orientation (6) asks" in result.stdout
+    np.testing.assert_array_equal(decode_png16_with_profile(out.read_bytes(), 3), np.rot90(ramp16(channels=3), -1))
+    assert Image.open(out).info["icc_profile"] == icc
+    eight_bit = tmp_path / "eight.png"
+    Image.open(photo(tmp_path / "rgb.png")).save(eight_bit, icc_profile=icc)
+    _, out = restore_one(tmp_path, eight_bit, weights)
+    assert Image.open(out).info["icc_profile"] == icc
+
+
+def decode_png16_with_profile(data: bytes, channels: int) -> np.ndarray:
+    """decode_unfiltered_png16 of a PNG whose iCCP chunk sits between IHDR and IDAT."""
+    import struct
+
+    assert data[37:41] == b"iCCP"
+    iccp = 12 + struct.unpack(">I", data[33:37])[0]
+    return decode_unfiltered_png16(data[:33] + data[33 + iccp:], channels)

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from imrestore import atomic
+from imrestore.app.outputs import check_file, writing
 from imrestore.errors import ImrestoreError
 from imrestore.models.dcn import DeformableConv2d
 from imrestore.models.network import describe_network
@@ -46,6 +47,8 @@ def export_onnx(net: nn.Module, out: Path, metadata: dict[str, str] | None = Non
     except ImportError as exc:
         raise ImrestoreError(f"exporting to ONNX needs the onnx and onnxscript packages ({exc.name} is missing): "
                              "pip install 'imrestore[export]'") from None
+    out = Path(out)
+    check_file(out, "the ONNX model file (--out)")  # now, not after the export's half minute
     net = net.eval().cpu()
     for module in net.modules():
         if isinstance(module, DeformableConv2d):
@@ -62,9 +65,9 @@ def export_onnx(net: nn.Module, out: Path, metadata: dict[str, str] | None = Non
     for key, value in {"imrestore.model": json.dumps(describe_network(net)), **(metadata or {})}.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
-    with atomic.atomic_file(out) as tmp:
+    with writing(out), atomic.atomic_file(out) as tmp:
         tmp.write_bytes(proto.SerializeToString())
-    return Exported(Path(out), check_against_torch(net, Path(out)))
+    return Exported(out, check_against_torch(net, out))
 
 
 def check_against_torch(net: nn.Module, onnx_path: Path, shape: tuple[int, ...] = CHECK_SHAPE) -> float | None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -31,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from imrestore.app.outputs import check_file, check_folder, writing
 from imrestore.atomic import atomic_dir, write_text
 from imrestore.data.layouts import TASKS  # task → the dataset it trains and tests on
 from imrestore.errors import ImrestoreError
@@ -42,6 +44,10 @@ HEADLINE = (("psnr", "PSNR (dB)"), ("ssim", "SSIM"), ("psnr_y", "PSNR-Y (dB)"), 
             ("ssim_3d", "SSIM-3D"))
 NOT_CURVES = {"epoch"}  # DVCLive files that are bookkeeping, not a training curve
 
+REPORT_FILE = "report.md"
+REPORT_TITLE = "# imrestore report: "  # report.md's first line: how a previous report's folder is recognised
+PLOT_KINDS = ("curves", "per_image")
+plot_file = "{task}_{kind}.png".format  # the only other files a report's folder holds
 metrics_path = "metrics/{task}.json".format
 per_image_path = "metrics/{task}/per_image.csv".format
 curves_dir = "dvclive/{task}/plots/metrics".format
@@ -504,7 +510,7 @@ def _per_image_section(task: str, tables: tuple[pd.DataFrame | None, pd.DataFram
     before, compared = tables
     if compared is None or compared.empty:
         return [f"_No per-image results ({per_image_path(task=task)}) at {labels[1]}._"]
-    name = f"{task}_per_image.png"
+    name = plot_file(task=task, kind="per_image")
     if before is not None and not before.empty:
         joined = compared.merge(before, on="name", suffixes=("", "_base"))
         if not joined.empty:
@@ -545,7 +551,7 @@ def _task_section(task: str, base: Snapshot, head: Snapshot, params: tuple[dict,
         lines += ["", *headline_table(old, new, *labels, comparison.deltas), "", comparison.note]
     lines += ["", "### Training curves", ""]
     if old_curves or new_curves:
-        name = f"{task}_curves.png"
+        name = plot_file(task=task, kind="curves")
         plot_curves(old_curves, new_curves, legend, f"{task}: base (dashed) vs compared", out / name)
         missing = [label for label, curves in zip(labels, (old_curves, new_curves)) if not curves]
         if missing:
@@ -559,8 +565,12 @@ def _task_section(task: str, base: Snapshot, head: Snapshot, params: tuple[dict,
 
 def write_report(base: str, rev: str | None = None, exp: str | None = None, out: Path | str = "build/pr-report",
                  cwd: Path | None = None) -> Path:
-    """Write `out/report.md` and its PNGs (atomically, as one folder); return the report's path."""
+    """Write `out/report.md` and its PNGs (atomically, as one folder); return the report's path.
+
+    The new folder replaces `out` whole, so `out` must be new, empty or a previous report (`check_report_folder`)."""
     cwd = Path.cwd() if cwd is None else Path(cwd)
+    out = (cwd / out).resolve()
+    check_report_folder(out)
     root = find_root(cwd)
     base_rev = resolve_revision(root, base)
     if exp is not None:
@@ -570,13 +580,12 @@ def write_report(base: str, rev: str | None = None, exp: str | None = None, out:
     snapshots = Snapshot(root, base_rev), Snapshot(root, head_rev)
     params = tuple(snap.params() for snap in snapshots)
 
-    out = (cwd / out).resolve()
-    with atomic_dir(out) as tmp:
+    with writing(out), atomic_dir(out) as tmp:
         noise = seed_noise(snapshots)
         done = [_task_section(task, *snapshots, params, noise, tmp) for task in TASKS]
         sections = [line for _, section in done for line in section]
         verdicts = [line for line, _ in done if line]
-        lines = [f"# imrestore report: {head_rev.label} vs {base_rev.label}", ""]
+        lines = [f"{REPORT_TITLE}{head_rev.label} vs {base_rev.label}", ""]
         if verdicts:  # first, for the reviewer; the paragraph after them keeps them apart from the list below
             lines += [*verdicts, "", "Each change: mean per-image difference [95% paired bootstrap interval]; "
                       "improved or regressed only when the interval excludes 0 and the change exceeds the seed "
@@ -585,8 +594,42 @@ def write_report(base: str, rev: str | None = None, exp: str | None = None, out:
         lines += sections or [f"_No metrics or training curves for {', '.join(TASKS)} at either revision._", ""]
         lines += ["## Metrics", "", *_dvc_markdown(root, "metrics", base_rev, head_rev), "",
                   "## Params", "", *_dvc_markdown(root, "params", base_rev, head_rev), ""]
-        (tmp / "report.md").write_text("\n".join(lines), encoding="utf-8")
-    return out / "report.md"
+        (tmp / REPORT_FILE).write_text("\n".join(lines), encoding="utf-8")
+        check_report_folder(out)  # again: atomic_dir now removes `out`, and files may have arrived meanwhile
+    return out / REPORT_FILE
+
+
+def check_report_folder(out: Path) -> None:
+    """Refuse an `out` that a new report must not replace: anything but a new or empty folder, or a previous
+    report's folder holding report.md (recognised by its title) and its plots, nothing else. A report replaces
+    its folder whole, so anything else there (a user's notes, a file, the repository itself with --out .) would
+    be deleted."""
+    if os.path.lexists(out) and not os.path.isdir(out):
+        raise ImrestoreError(f"--out {out} is a file; expected the report's folder (a new or empty folder, or a "
+                             "previous report's); choose another --out")
+    check_folder(out.parent, f"the folder that holds the report's folder {out}")
+    if not out.is_dir():
+        return
+    ours = {REPORT_FILE, *(plot_file(task=task, kind=kind) for task in TASKS for kind in PLOT_KINDS)}
+    entries = sorted(out.iterdir())
+    foreign = [entry.name for entry in entries
+               if entry.name not in ours or entry.is_symlink() or not entry.is_file()]
+    if entries and not foreign and not _is_report(out / REPORT_FILE):
+        foreign = [f"{REPORT_FILE} without the title \"{REPORT_TITLE.strip()}\"" if (out / REPORT_FILE).exists()
+                   else f"plots without a {REPORT_FILE}"]
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise ImrestoreError(f"--out {out} holds what a report did not write ({shown}); a report replaces its "
+                             f"whole folder, so expected a new or empty folder, or a previous report's "
+                             f"({REPORT_FILE} and its plots only): choose another --out")
+
+
+def _is_report(path: Path) -> bool:
+    try:
+        with path.open(encoding="utf-8", errors="replace") as handle:
+            return handle.readline().startswith(REPORT_TITLE)
+    except OSError:
+        return False
 
 
 # --- the paper's Table 2 ------------------------------------------------------------------------------
@@ -821,7 +864,9 @@ def paper_table_rich(table, peers: dict[str, list[Result]] | None = None) -> lis
 def write_paper_table(out: Path | str, all_commits: bool = False, cwd: Path | None = None):
     """Collect, render and write the markdown table to `out`; return (Table 2, the peers) for the terminal."""
     cwd = Path.cwd() if cwd is None else Path(cwd)
+    check_file(cwd / out, "the table's markdown file (--out)")
     results = collect_results(find_root(cwd), all_commits)
     table, peers = paper_table(results), peer_table(results)
-    write_text(cwd / out, paper_table_markdown(table, peers))
+    with writing(cwd / out):
+        write_text(cwd / out, paper_table_markdown(table, peers))
     return table, peers

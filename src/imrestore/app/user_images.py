@@ -10,12 +10,14 @@ The network sees RGB in [0, 1]. Everything else an image can be is decided here,
 | 16-bit RGB TIFF (tifffile)     | RGB / 65535                       | 16-bit RGB PNG                         |
 | 16-bit RGB PNG                 | its top 8 bits / 255 (a note says)| 8-bit RGB PNG                          |
 | RGBA, LA, palette with alpha   | the colour; alpha set aside       | the same with the alpha unchanged      |
+| grey/RGB PNG with tRNS         | the colour; its tRNS as alpha     | LA/RGBA, that alpha (a note says)      |
 | palette, CMYK, YCbCr, LAB, HSV | converted to RGB (a note says)    | 8-bit RGB PNG                          |
-| EXIF orientation ≠ 1           | the image turned upright (a note) | upright                                |
+| EXIF/TIFF orientation ≠ 1      | the image turned upright (a note) | upright                                |
 
 Pillow decodes 16-bit colour PNGs to 8 bits (it has no 16-bit RGB mode), so such a file is restored from its
-top 8 bits and the note says so; a 16-bit colour TIFF is read exactly through tifffile. Nothing is reduced
-or dropped without a note that the command prints.
+top 8 bits and the note says so; a 16-bit colour TIFF is read exactly through tifffile. An ICC colour profile
+is written back with the result (except after a conversion to RGB, whose values it no longer describes).
+Nothing is reduced or dropped without a note that the command prints.
 """
 
 from __future__ import annotations
@@ -39,7 +41,11 @@ _CONVERTED_TO_RGB = {
     "LAB": "CIE L*a*b*",
     "HSV": "HSV",
 }
+_OTHER_COLOUR_SPACES = ("CMYK", "YCbCr", "LAB", "HSV")  # converted to RGB: their ICC profile no longer applies
 _GREY_16 = ("I;16", "I;16B", "I;16L", "I;16N")
+# EXIF / TIFF orientation (tag 274) → what stands the H×W(×C) pixels upright, as ImageOps.exif_transpose does
+_UPRIGHT = {2: lambda v: v[:, ::-1], 3: lambda v: v[::-1, ::-1], 4: lambda v: v[::-1], 5: lambda v: v.swapaxes(0, 1),
+            6: lambda v: np.rot90(v, -1), 7: lambda v: np.rot90(v, 2).swapaxes(0, 1), 8: lambda v: np.rot90(v)}
 _TIFF_SUFFIXES = (".tif", ".tiff")
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -53,6 +59,7 @@ class UserImage:
     grey: bool  # written back as one channel
     alpha: np.ndarray | None = None  # H×W, uint8 or uint16, written back unchanged
     notes: list[str] = field(default_factory=list)
+    icc: bytes | None = None  # the input's colour profile, written back: the restored values are in its space
 
 
 def read_user_image(path: Path) -> UserImage:
@@ -65,18 +72,34 @@ def read_user_image(path: Path) -> UserImage:
                 return deep
         with Image.open(path) as opened:
             opened.load()
-            orientation = opened.getexif().get(0x0112, 1)
-            notes = [f"turned upright as its EXIF orientation ({orientation}) asks"] if orientation != 1 else []
-            return _from_pillow(path, ImageOps.exif_transpose(opened), notes)
+            image = _from_pillow(path, ImageOps.exif_transpose(opened), _upright_notes(opened.getexif().get(0x0112)))
+            if opened.mode not in _OTHER_COLOUR_SPACES:
+                image.icc = opened.info.get("icc_profile")
+            return image
+    except Image.DecompressionBombError as exc:  # raised on open, before any pixel is decoded
+        raise ImrestoreError(f"{path}: not read: too large for Pillow, which refuses it as a possible "
+                             f"decompression bomb ({exc}); split it into smaller images to restore it") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise ImrestoreError(f"{path}: not a readable image ({exc})") from None
 
 
+def _upright_notes(orientation: int | None) -> list[str]:
+    return [f"turned upright as its EXIF orientation ({orientation}) asks"] if orientation in _UPRIGHT else []
+
+
 def _from_pillow(path: Path, image: Image.Image, notes: list[str]) -> UserImage:
     mode = image.mode
+    # A PNG's tRNS chunk makes one grey value or colour transparent: kept as an alpha channel, which is what
+    # it means once the pixels around it are restored (and no longer exactly that value)
+    transparent = image.info.get("transparency") if mode in ("1", "L", "RGB", *_GREY_16) else None
+    if transparent is not None:
+        notes.append(f"its transparent {'grey' if mode != 'RGB' else 'colour'} ({transparent}, a tRNS chunk) "
+                     "kept as an alpha channel")
     if mode in _GREY_16:
-        grey = np.asarray(image).astype(np.float32) / 65535.0
-        return UserImage(np.repeat(grey[..., None], 3, axis=2), 16, True, notes=notes)
+        values = np.asarray(image)
+        alpha = None if transparent is None else np.where(values == transparent, 0, 65535).astype(np.uint16)
+        grey = values.astype(np.float32) / 65535.0
+        return UserImage(np.repeat(grey[..., None], 3, axis=2), 16, True, alpha, notes)
     if mode == "I":  # 32-bit integers: what some readers make of 16-bit grey
         values = np.asarray(image)
         if values.min() < 0 or values.max() > 65535:
@@ -90,7 +113,7 @@ def _from_pillow(path: Path, image: Image.Image, notes: list[str]) -> UserImage:
     if mode in ("1", "L", "LA", "La"):
         grey_alpha = np.asarray(image.convert("LA"))
         grey = grey_alpha[..., 0].astype(np.float32) / 255.0
-        alpha = grey_alpha[..., 1] if mode in ("LA", "La") else None
+        alpha = grey_alpha[..., 1] if mode in ("LA", "La") or transparent is not None else None
         return UserImage(np.repeat(grey[..., None], 3, axis=2), 8, True, alpha, notes)
     if mode in _CONVERTED_TO_RGB:
         keep_alpha = mode == "PA" or (mode == "P" and "transparency" in image.info)
@@ -104,10 +127,14 @@ def _from_pillow(path: Path, image: Image.Image, notes: list[str]) -> UserImage:
         raise ImrestoreError(f"{path}: images of mode {mode!r} are not supported; expected RGB, RGBA, grey, "
                              "palette or CMYK")
     pixels = np.asarray(image)
-    if _png_bit_depth(path) == 16:
+    deep = _png_bit_depth(path) == 16
+    if deep:
         notes.append("a 16-bit colour PNG, which Pillow decodes to 8 bits: restored from its top 8 bits and "
                      "written at 8 bits (a 16-bit TIFF keeps all 16)")
     alpha = pixels[..., 3].copy() if mode == "RGBA" else None
+    if transparent is not None:  # an RGB tRNS colour; of a 16-bit PNG, matched on its top 8 bits as the pixels are
+        key = np.asarray(transparent) >> (8 if deep else 0)
+        alpha = np.where((pixels == key).all(axis=2), 0, 255).astype(np.uint8)
     return UserImage(pixels[..., :3].astype(np.float32) / 255.0, 8, False, alpha, notes)
 
 
@@ -120,12 +147,18 @@ def _read_deep_tiff(path: Path) -> UserImage | None:
         if page.dtype != np.uint16:
             return None
         values = page.asarray()
+        orientation, icc = (page.tags.get(name) for name in ("Orientation", "InterColorProfile"))
+        orientation = None if orientation is None else int(orientation.value)
+        icc = None if icc is None else bytes(icc.value)
+    if orientation in _UPRIGHT:
+        values = np.ascontiguousarray(_UPRIGHT[orientation](values))
+    notes = _upright_notes(orientation)
     if values.ndim == 2:
         grey = values.astype(np.float32) / 65535.0
-        return UserImage(np.repeat(grey[..., None], 3, axis=2), 16, True)
+        return UserImage(np.repeat(grey[..., None], 3, axis=2), 16, True, notes=notes, icc=icc)
     if values.ndim == 3 and values.shape[2] in (3, 4):
         alpha = values[..., 3].copy() if values.shape[2] == 4 else None
-        return UserImage(values[..., :3].astype(np.float32) / 65535.0, 16, False, alpha)
+        return UserImage(values[..., :3].astype(np.float32) / 65535.0, 16, False, alpha, notes, icc)
     raise ImrestoreError(f"{path}: expected a 16-bit grey, RGB or RGBA TIFF, found an array of shape {values.shape}")
 
 
@@ -148,9 +181,9 @@ def write_user_image(path: Path, restored: np.ndarray, like: UserImage) -> None:
         values = np.concatenate([values[..., None] if like.grey else values, alpha[..., None]], axis=2)
     with atomic.atomic_file(path) as tmp:  # a half-written PNG never appears under its final name
         if like.bits == 16 and values.ndim == 3:
-            tmp.write_bytes(encode_png16(values))  # Pillow cannot write 16-bit colour
+            tmp.write_bytes(encode_png16(values, like.icc))  # Pillow cannot write 16-bit colour
         else:
-            Image.fromarray(values).save(tmp, format="PNG")
+            Image.fromarray(values).save(tmp, format="PNG", icc_profile=like.icc)
 
 
 def _rescale(alpha: np.ndarray, dtype: type) -> np.ndarray:
@@ -159,8 +192,9 @@ def _rescale(alpha: np.ndarray, dtype: type) -> np.ndarray:
     return np.rint(alpha.astype(np.float64) * target_top / source_top).astype(dtype)
 
 
-def encode_png16(values: np.ndarray) -> bytes:
-    """A 16-bit grey+alpha, RGB or RGBA PNG (H×W×C uint16): IHDR, one IDAT of unfiltered rows, IEND."""
+def encode_png16(values: np.ndarray, icc: bytes | None = None) -> bytes:
+    """A 16-bit grey+alpha, RGB or RGBA PNG (H×W×C uint16): IHDR, the colour profile (iCCP) if given, one IDAT
+    of unfiltered rows, IEND."""
     height, width, channels = values.shape
     colour_type = {2: 4, 3: 2, 4: 6}[channels]
     rows = np.ascontiguousarray(values.astype(">u2")).reshape(height, width * channels).view(np.uint8)
@@ -170,4 +204,6 @@ def encode_png16(values: np.ndarray) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
-    return _PNG_MAGIC + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
+    profile = chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(icc)) if icc else b""  # name, 0, method 0: zlib
+    return (_PNG_MAGIC + chunk(b"IHDR", header) + profile + chunk(b"IDAT", zlib.compress(raw, 6))
+            + chunk(b"IEND", b""))

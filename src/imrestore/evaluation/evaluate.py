@@ -18,6 +18,7 @@ shows them beside the trained models (README, "Published checkpoints").
 from __future__ import annotations
 
 import concurrent.futures
+import math
 import multiprocessing
 import time
 from collections.abc import Callable, Mapping
@@ -35,7 +36,8 @@ from imrestore.data.layouts import TASKS
 from imrestore.data.manifest import default_workers, load_rgb8, read_manifest
 from imrestore.errors import ImrestoreError
 from imrestore.evaluation.baselines import baseline_names, run_baseline
-from imrestore.evaluation.inference import InferenceConfig, prepare_network, resolve_device, restore_images
+from imrestore.evaluation.inference import (DEVICE, InferenceConfig, prepare_network, resolve_device,
+                                            restore_images)
 from imrestore.evaluation.metrics import METRIC_NAMES, hwc_to_tensor, image_metrics, pair_metrics, quantize
 from imrestore.evaluation.testsets import find_sidd_validation, load_sidd_validation, sidd_benchmark_folder
 from imrestore.models.network import describe_network
@@ -67,7 +69,7 @@ class EvaluateSettings(Section):
     crop_border: int = param(0, integer(minimum=0))
     comparisons: int = param(3, integer(minimum=0))  # input | restored | ground truth panels, as DVC image plots
     max_images: int | None = param(None, optional(integer(minimum=1)))  # None: every test image
-    device: str = param("auto", TEXT)
+    device: str = param("auto", DEVICE)
     # One folder per dataset below it (testsets.BENCHMARK_READMES); None: score no benchmark (callers outside
     # the pipeline: dvc.yaml depends on evaluate.benchmarks/<dataset>, so params.yaml always names a folder).
     benchmarks: str | None = param("data/benchmarks", FOLDER)
@@ -114,8 +116,17 @@ def select_test_pairs(split_csv: Path, max_images: int | None = None) -> pd.Data
     return test
 
 
-def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
-    return {name: float(np.mean([row[name] for row in rows])) for name in METRIC_NAMES}
+def _mean(rows: list[dict[str, float]]) -> dict[str, Any]:
+    """Each metric's mean over the images. An image identical to its target has a PSNR of +inf (metrics.py): it
+    is counted as `identical_images` and left out of the PSNR means, which it would make inf (and the metrics
+    JSON invalid: JSON has no infinity). A metric with no finite value at all is null."""
+    means: dict[str, Any] = {}
+    for name in METRIC_NAMES:
+        values = np.array([row[name] for row in rows], dtype=np.float64)
+        finite = values[np.isfinite(values)]
+        means[name] = float(finite.mean()) if finite.size else None
+    identical = sum(not math.isfinite(row["psnr"]) for row in rows)
+    return {**means, "identical_images": identical} if identical else means
 
 
 def _device_name(device: torch.device) -> str:
@@ -253,7 +264,10 @@ def evaluate(settings: EvaluateSettings, weights_dir: Path, split_csv: Path, met
     """Evaluate the trained network of `settings.task`; write metrics_json and report_dir/{per_image.csv,
     comparisons/}."""
     task, dataset = settings.task, TASKS[settings.task]
-    device = resolve_device(settings.device)
+    try:
+        device = resolve_device(settings.device)
+    except ImrestoreError as error:  # e.g. cuda on a machine without one: say which key asked for it
+        raise ImrestoreError(f"params.yaml: evaluate.{error}") from None
     net = load_network(weights_dir)
     restorer = Restorer(net, settings.inference, device)
     published_folder = settings.folder("published")

@@ -22,6 +22,7 @@ transforms (flips × 90° rotations) of the input, each restored and transformed
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -34,7 +35,7 @@ from imrestore.models.layers import pad_to_multiple
 # The paper network's grid (two stride-2 stages), the granularity params are checked at; a network with a
 # coarser grid (NAFNet: 16) is checked again when it meets its tiles.
 from imrestore.models.network import DOWNSCALE
-from imrestore.params import BOOLEAN, Section, choice, integer, optional, param
+from imrestore.params import BOOLEAN, Rule, Section, choice, integer, invalid, optional, param
 
 
 @dataclass(frozen=True)
@@ -178,16 +179,23 @@ def restore_images(net: nn.Module, images: torch.Tensor, config: InferenceConfig
     return restored[0] if single else restored
 
 
+# torch parses more (mps, meta, xpu, cpu:1, …) than inference runs on: those would fail later, deep in torch.
+DEVICE = Rule("auto, cpu, cuda or cuda:N",
+              lambda v: isinstance(v, str) and bool(re.fullmatch(r"auto|cpu|cuda(:\d+)?", v)))
+
+
 def resolve_device(name: str) -> torch.device:
-    """`auto` is CUDA when there is one, else the CPU; anything else must be a device torch can use here."""
+    """`auto` is CUDA when there is one, else the CPU; otherwise cpu, cuda or cuda:N, present on this machine."""
+    if not DEVICE.accepts(name):
+        raise invalid("device", DEVICE.expected, name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ImrestoreError(f"device must be auto, cpu, cuda or cuda:N, found {name!r}") from None
+    device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ImrestoreError(f"device {name!r} was asked for, but this machine has no CUDA GPU (use cpu or auto)")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ImrestoreError(f"device {name!r} was asked for, but this machine has {torch.cuda.device_count()} "
+                             f"CUDA GPU(s): cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     return device
 
 

@@ -21,13 +21,39 @@ def load_network(weights_dir: Path, map_location: str | torch.device = "cpu") ->
     weights_dir = Path(weights_dir)
     try:
         config = json.loads((weights_dir / "config.json").read_text())["model"]
-        state = torch.load(weights_dir / "model.pt", map_location=map_location, weights_only=True)
+        state = load_tensors(weights_dir / "model.pt", map_location)
     except FileNotFoundError as exc:
         raise ImrestoreError(f"trained weights not found: {exc.filename} is missing") from None
-    except (KeyError, json.JSONDecodeError) as exc:
+    except (KeyError, TypeError, json.JSONDecodeError) as exc:
         raise ImrestoreError(f"{weights_dir / 'config.json'} is not a model config ({exc})") from None
     return network_from(config, state, source=weights_dir / "model.pt", described_by="config.json",
                         origin=str(weights_dir / "config.json"))
+
+
+def load_tensors(path: Path, map_location: str | torch.device = "cpu") -> object:
+    """`torch.load(path, weights_only=True)`: tensors and plain values only, never code. A file torch cannot
+    read that way (a pickle that would run code, a truncated or foreign file) is an ImrestoreError naming it;
+    a missing file stays a FileNotFoundError, which callers name in their own terms."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # torch's restricted unpickler and its zip reader raise many kinds
+        raise ImrestoreError(f"{path} cannot be loaded safely (weights_only=True): expected a file torch.save "
+                             f"wrote of tensors and plain values, found one torch.load cannot read that way "
+                             f"({_load_failure(exc)})") from None
+
+
+def _load_failure(exc: Exception) -> str:
+    """What torch.load's error says is wrong with the file, in its first sentence: the rest of its weights_only
+    message is advice to load with weights_only=False, which is exactly what must not be done here."""
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:  # the restricted unpickler's own reason follows this marker
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    if isinstance(exc, EOFError) and not text.strip():
+        return "it ends early: empty or truncated"
+    sentence = text.strip().split("\n")[0].split(". ")[0].rstrip(".")
+    return sentence or type(exc).__name__
 
 
 def network_from(model: dict, state: dict, source: Path, described_by: str, origin: str,
@@ -68,11 +94,9 @@ def load_published(path: Path, map_location: str | torch.device = "cpu") -> nn.M
     """
     path = Path(path)
     try:
-        loaded = torch.load(path, map_location=map_location, weights_only=True)
+        loaded = load_tensors(path, map_location)
     except FileNotFoundError:
         raise ImrestoreError(f"checkpoint not found: {path}") from None
-    except Exception as exc:  # torch's restricted unpickler names what it refused
-        raise ImrestoreError(f"{path} cannot be loaded safely (weights_only=True): {exc}") from None
     state = state_dict_of(loaded, path)
     return network_from(model_of_state(state, path), state, source=path,
                         described_by="the architecture its tensor names and shapes describe", origin=str(path))
