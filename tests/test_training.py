@@ -280,3 +280,44 @@ def test_a_training_run_says_nothing_a_user_cannot_act_on_and_titles_its_epochs(
     assert not [w for w in caught if "LeafSpec" in str(w.message) or "Checkpoint directory" in str(w.message)]
     [bar] = [c for c in module.trainer.callbacks if type(c).__name__ == type(_step_progress_bar()).__name__]
     assert bar._get_train_description(0) == "Epoch 1/2"  # Lightning's own: "Epoch 0/-2" (max_epochs=-1)
+
+
+@pytest.mark.parametrize("override, named", [
+    ({"precision": "bf16-mix"}, r"train\.precision='bf16-mix'.*Precision 'bf16-mix' is invalid"),
+    ({"devices": 0}, r"train\.devices=0.*devices=0"),
+    ({"strategy": "dpp"}, r"train\.strategy='dpp'"),
+    ({"accelerator": "tpu-ish"}, r"train\.accelerator='tpu-ish'"),
+    ({"num_nodes": 2}, r"train\.num_nodes is 2, but no cluster launcher started this process"),
+    ({"crop": 32}, r"train\.crop \(denoise\) must be at most 24, the side of the patches in .*"
+                   r"patches\.sidd\.crop_size"),
+])
+def test_a_setting_training_cannot_use_is_refused_before_the_previous_run_is_touched(tmp_path, monkeypatch, override,
+                                                                                     named):
+    # A changed setting starts a run afresh, which removes the old checkpoints and curves; a typo must not.
+    from imrestore.training import TrainConfig, train
+
+    for launcher_variable in ("MASTER_ADDR", "NODE_RANK", "SLURM_NTASKS", "SLURM_JOB_NAME", "TORCHELASTIC_RUN_ID"):
+        monkeypatch.delenv(launcher_variable, raising=False)
+    cache = noisy_cache(tmp_path / "cache")
+    params = {"model": TINY_MODEL, "train": {"max_steps": 2, "steps_per_epoch": 2, "crop": 16, "batch_size": 2,
+                                             "num_workers": 0}}
+    dirs = {"cache_dir": cache, "checkpoint_dir": tmp_path / "ckpt", "model_dir": tmp_path / "model",
+            "live_dir": tmp_path / "live"}
+    train(TrainConfig.from_params(params, "denoise"), **dirs)
+    written = lambda: {path: path.read_bytes() for name in ("ckpt", "model", "live")  # noqa: E731
+                       for path in sorted((tmp_path / name).rglob("*")) if path.is_file()}
+    before = written()
+    assert tmp_path / "ckpt" / "last.ckpt" in before and tmp_path / "live" / "metrics.json" in before
+
+    changed = {**params, "train": {**params["train"], **override}}
+    with pytest.raises(ImrestoreError, match=named):
+        train(TrainConfig.from_params(changed, "denoise"), **dirs)
+    assert written() == before
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32])
+def test_a_seed_numpy_cannot_take_is_refused_by_name(seed):
+    from imrestore.training import TrainSettings
+
+    with pytest.raises(ImrestoreError, match=rf"train\.seed must be an integer .*4294967295, found {seed}"):
+        TrainSettings.for_task({"seed": seed}, "denoise")

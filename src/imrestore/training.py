@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 import torch.nn.functional as F
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
@@ -31,7 +32,7 @@ from imrestore.data.layouts import TASKS
 from imrestore.errors import ImrestoreError
 from imrestore.models.dcn import DeformableConv2d
 from imrestore.models.network import ModelConfig, build_network
-from imrestore.params import (BOOLEAN, TEXT, Section, choice, either, given, integer, invalid, nested, number,
+from imrestore.params import (BOOLEAN, SEED, TEXT, Section, choice, either, given, integer, invalid, nested, number,
                               optional, param, reject_unknown)
 
 if TYPE_CHECKING:  # imported where used: the patch cache's module is train()'s, not the LightningModule's
@@ -192,8 +193,8 @@ class TrainSettings(Section):
 
     SECTION = "train"
 
-    seed: int = param(0, integer())
-    crop: int = param(64, STEPS)
+    seed: int = param(0, SEED)
+    crop: int = param(64, STEPS)  # at most the patch cache's side (patches.<dataset>.crop_size)
     batch_size: int = param(4, STEPS)
     max_steps: int = param(600, STEPS)
     steps_per_epoch: int = param(100, STEPS)  # validation and checkpoint cadence
@@ -392,12 +393,36 @@ def build_trainer(settings: TrainSettings, checkpoint_dir: Path, live_dir: Path 
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     deterministic = settings.deterministic if settings.deterministic != "auto" else ("warn" if cuda else True)
     precision = settings.precision if settings.precision != "auto" else ("bf16-mixed" if cuda else "32-true")
-    return L.Trainer(
-        accelerator=settings.accelerator, devices=settings.devices, num_nodes=settings.num_nodes,
-        strategy=settings.strategy, precision=precision, max_steps=settings.max_steps, max_epochs=-1,
-        gradient_clip_val=settings.gradient_clip or None, deterministic=deterministic, logger=logger,
-        callbacks=callbacks, log_every_n_steps=1, num_sanity_val_steps=0, enable_model_summary=False,
-    )
+    # These five are passed as Lightning takes them, so Lightning is the one to judge them; its refusal is
+    # re-raised naming the keys, because a user reads params.yaml, not Trainer's signature.
+    hardware = {"accelerator": settings.accelerator, "devices": settings.devices, "num_nodes": settings.num_nodes,
+                "strategy": settings.strategy, "precision": precision}
+    try:
+        trainer = L.Trainer(
+            **hardware, max_steps=settings.max_steps, max_epochs=-1,
+            gradient_clip_val=settings.gradient_clip or None, deterministic=deterministic, logger=logger,
+            callbacks=callbacks, log_every_n_steps=1, num_sanity_val_steps=0, enable_model_summary=False,
+        )
+    except (ValueError, TypeError, MisconfigurationException) as exc:
+        given = ", ".join(f"train.{key}={value!r}" for key, value in hardware.items())
+        raise ImrestoreError(f"params.yaml: Lightning cannot train with {given}: {exc}") from None
+    _require_a_launcher_for_several_nodes(trainer)
+    return trainer
+
+
+def _require_a_launcher_for_several_nodes(trainer: L.Trainer) -> None:
+    """Several nodes need a launcher (SLURM's srun, torchrun) to say which node this is and where node 0 listens.
+    Without one, Lightning falls back to node 0 on 127.0.0.1 and waits for the other nodes' processes until the
+    process group's timeout (30 minutes) instead of failing."""
+    from lightning.fabric.plugins.environments import LightningEnvironment
+
+    environment = trainer.strategy.cluster_environment if hasattr(trainer.strategy, "cluster_environment") else None
+    unlaunched = isinstance(environment, LightningEnvironment) and not {"MASTER_ADDR", "NODE_RANK"} & set(os.environ)
+    if trainer.num_nodes > 1 and unlaunched:
+        raise ImrestoreError(
+            f"params.yaml: train.num_nodes is {trainer.num_nodes}, but no cluster launcher started this process "
+            "(expected SLURM's srun, torchrun, or MASTER_ADDR and NODE_RANK set on every node; found none of them), "
+            "so it would wait for the other nodes forever; README, \"GPU and cluster training\", shows both launchers")
 
 
 @dataclass(frozen=True)
@@ -440,6 +465,11 @@ def train(config: TrainConfig, cache_dir: Path, checkpoint_dir: Path, model_dir:
     cache = read_meta(Path(cache_dir))  # also a clear error when the cache is missing
     if config.patches is not None:  # the stage's: a cache cut with other geometry is refused
         check_geometry_matches(cache, config.patches, Path(cache_dir), f"patches.{TASKS[task]}")
+    if settings.crop > cache["size"]:  # the data module would say so too, but only once the old run is wiped
+        raise invalid(f"params.yaml: train.crop ({task})",
+                      f"at most {cache['size']}, the side of the patches in {cache_dir} that its crops are cut from "
+                      f"(patches.{TASKS[task]}.crop_size; README, \"Real data\", gives the full-size geometry)",
+                      settings.crop)
     val_crop = min(settings.val_crop, cache["size"]) if settings.val_crop else None
     data = RestorationDataModule(cache_dir, crop=settings.crop, batch_size=settings.batch_size, val_crop=val_crop,
                                  steps_per_epoch=settings.steps_per_epoch, num_workers=settings.num_workers,
@@ -455,6 +485,8 @@ def train(config: TrainConfig, cache_dir: Path, checkpoint_dir: Path, model_dir:
     last = Path(checkpoint_dir) / LAST_CHECKPOINT
     run_file = Path(checkpoint_dir) / RUN_FILE
     resume = last.is_file() and run_file.is_file() and json.loads(run_file.read_text()) == json.loads(json.dumps(run))
+    # Built before anything is removed: a setting Lightning refuses must not cost the previous run's checkpoints.
+    trainer = build_trainer(settings, checkpoint_dir, live_dir, callbacks)
     if not resume:  # checkpoints of another configuration (or none): start afresh
         atomic.remove(Path(checkpoint_dir))
         Path(checkpoint_dir).mkdir(parents=True)
@@ -469,7 +501,6 @@ def train(config: TrainConfig, cache_dir: Path, checkpoint_dir: Path, model_dir:
         module.net.load_state_dict({key.removeprefix("net."): value for key, value in checkpoint["state_dict"].items()
                                     if key.startswith("net.")})
     else:
-        build_trainer(settings, checkpoint_dir, live_dir, callbacks).fit(module, datamodule=data,
-                                                              ckpt_path=str(last) if resume else None)
+        trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume else None)
     export_weights(module, model_dir, task)
     return module
