@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from dvc.utils.serialize import parse_yaml as dvc_parse_yaml
 
+from imrestore.app.cli import check_params
 from imrestore.errors import ImrestoreError
 from imrestore.params import compose, load_params, parse_yaml
 from imrestore.training import TrainSettings, with_task_values
@@ -50,26 +53,6 @@ def test_bad_params_files_are_named(tmp_path) -> None:
 # ----------------------------------------------------------------------------- sections: one parser for all
 
 
-def parse_every_section(params: dict) -> list:
-    """Every section of params.yaml, parsed as the stages parse it (for both datasets and both tasks)."""
-    from imrestore.acquire.sources import SourceConfig
-    from imrestore.data.layouts import DATASETS, TASKS
-    from imrestore.data.patches import PatchGeometry
-    from imrestore.data.split import SplitConfig
-    from imrestore.data.validation import ValidateConfig
-    from imrestore.evaluation.evaluate import EvaluateSettings
-    from imrestore.training import TrainConfig
-
-    parsed = []
-    for dataset in DATASETS:
-        parsed += [SourceConfig.for_dataset(dataset, params["download"][dataset]),
-                   ValidateConfig.for_dataset(dataset, params["validate"][dataset]),
-                   SplitConfig.for_dataset(dataset, params["split"][dataset])]
-    for task in TASKS:
-        parsed += [TrainConfig.from_params(params, task), EvaluateSettings.for_task(params, task)]
-    return parsed
-
-
 def leaves(node, path=()):
     if isinstance(node, dict) and node:
         for key, value in node.items():
@@ -82,7 +65,7 @@ def test_every_key_of_params_yaml_is_checked_and_named_in_one_format() -> None:
     """A value no rule accepts, put in each leaf of params.yaml in turn, is refused with
     `params.yaml: <that key or its section> must be …` (or, for a key with a cross-key rule, the key it breaks)."""
     params = load_params(REPO / "params.yaml")
-    assert parse_every_section(params)
+    assert check_params(params)
     checked = 0
     for path in leaves(params):
         if path[:2] in {("train", "per_task")}:
@@ -93,7 +76,7 @@ def test_every_key_of_params_yaml_is_checked_and_named_in_one_format() -> None:
             node = node[key]
         node[path[-1]] = [[1]]  # no section takes a list of lists anywhere
         with pytest.raises(ImrestoreError) as refused:
-            parse_every_section(broken)
+            check_params(broken)
         message = str(refused.value)
         dotted = ".".join(path)
         named = message.removeprefix("params.yaml: ").split(" must be ")[0]
@@ -239,3 +222,59 @@ def test_dvc_exp_run_composes_a_preset_and_dvc_params_diff_names_its_values(tmp_
 
     refused = sh("dvc", "exp", "run", "-S", "train.preset=paper", cwd=tmp_path, check=False)
     assert refused.returncode != 0 and "train.preset" in refused.stderr + refused.stdout
+
+
+# ------------------------------------------------------------------------------ `imrestore params`, the command
+
+
+@pytest.fixture
+def composing_repo(tmp_path) -> Path:
+    """What `imrestore params` reads and writes: .dvc/config ([hydra]), conf/ and params.yaml."""
+    (tmp_path / ".dvc").mkdir()
+    shutil.copy2(REPO / ".dvc" / "config", tmp_path / ".dvc" / "config")
+    shutil.copytree(REPO / "conf", tmp_path / "conf")
+    shutil.copy2(REPO / "params.yaml", tmp_path / "params.yaml")
+    return tmp_path
+
+
+def imrestore_params(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    command = [str(Path(sys.executable).with_name("imrestore")), "params", *args]
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("+modle.blocks=12", "error: params.yaml: unknown section modle; expected one of download, evaluate, model, "),
+    ("model.blocks=abc", "error: params.yaml: model.blocks must be an integer ≥ 1, found 'abc'"),
+    ("+split.sid.seed=1", "error: params.yaml: unknown key split.sid; expected one of gopro, sidd"),
+])
+def test_params_refuses_a_value_or_section_no_stage_would_take_before_writing(composing_repo, override, message):
+    # `make repro` composes first: a bad value stops it here, not at train@ after download … patches have run.
+    before = (composing_repo / "params.yaml").read_bytes()
+    result = imrestore_params("-S", override, cwd=composing_repo)
+    assert result.returncode == 1 and result.stderr.startswith(message) and "Traceback" not in result.stderr
+    assert (composing_repo / "params.yaml").read_bytes() == before
+
+
+def test_a_yaml_mistake_in_conf_is_named_with_its_file(composing_repo):
+    with (composing_repo / "conf" / "config.yaml").open("a") as conf:
+        conf.write("extra: [unclosed\n")
+    result = imrestore_params(cwd=composing_repo)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "cannot compose params.yaml: a file there is not valid YAML" in result.stderr
+    assert "config.yaml" in result.stderr
+
+
+@pytest.mark.parametrize("broken", [b"model:\n  blocks: [9\n", b"a: \xff\n", b""])
+def test_a_broken_params_yaml_is_composed_afresh_and_check_says_why_it_fails(composing_repo, broken):
+    # params.yaml is generated: an unreadable one is exactly what composing replaces.
+    (composing_repo / "params.yaml").write_bytes(broken)
+    checked = imrestore_params("--check", cwd=composing_repo)
+    assert checked.returncode == 1 and "Traceback" not in checked.stderr and "params.yaml" in checked.stderr
+    result = imrestore_params(cwd=composing_repo)
+    assert result.returncode == 0 and "replacing a file that could not be read" in result.stdout
+    assert (composing_repo / "params.yaml").read_bytes() == (REPO / "params.yaml").read_bytes()
+
+
+def test_params_from_a_subfolder_says_to_run_from_the_repository_root(composing_repo):
+    result = imrestore_params(cwd=composing_repo / "conf")
+    assert result.returncode == 1 and "has no .dvc/: run from the repository root" in result.stderr

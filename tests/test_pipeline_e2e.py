@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
+from commands import sh
+
 REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 # Small enough for a few seconds per stage on 2 cores; same code paths as the defaults.
 TINY_SAMPLE = {
     "gopro": {"train_sequences": 2, "test_sequences": 1, "frames_per_sequence": 3, "width": 160, "height": 96},
@@ -30,14 +29,6 @@ TINY_EVALUATE = {"tile": 64, "overlap": 16, "comparisons": 1,
 METRIC_KEYS = ("psnr", "ssim", "psnr_y", "ssim_y", "ssim_3d")
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
-
-
-def sh(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": ""}
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-    return result
 
 
 def copy_of_repo(dest: Path) -> Path:

@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
@@ -23,10 +21,11 @@ import pytest
 import yaml
 from PIL import Image
 
+from commands import sh
+
 from imrestore.app.report import GRID, paired_delta, paper_table, results_from_exp_show, seed_std, write_report
 from imrestore.errors import ImrestoreError
 
-BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.timeout(600)
 
 EVALUATE = textwrap.dedent('''\
@@ -98,14 +97,6 @@ def expected(task: str, blocks: int, kernel: int) -> tuple[float, float]:
     """(psnr, ssim) that EVALUATE writes."""
     return (20 + 0.5 * blocks + 0.1 * kernel + (0.3 if task == "denoise" else 0),
             0.5 + 0.01 * blocks + 0.001 * kernel)
-
-
-def sh(*args: str, cwd: Path, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1", **(env or {})}
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, check=False)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-    return result
 
 
 def commit(repo: Path, message: str) -> str:

@@ -34,6 +34,9 @@ def load_params(path: Path = PARAMS_FILE) -> dict[str, Any]:
         raise ImrestoreError(f"{path} not found: run stages from the repository root (dvc repro does)") from None
     except YAMLError as exc:
         raise ImrestoreError(f"{path} is not valid YAML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ImrestoreError(f"{path} is not UTF-8 text: byte {exc.start} is {exc.object[exc.start:exc.end]!r}; "
+                             "`imrestore params` composes it afresh") from None
     if not isinstance(params, dict):
         raise ImrestoreError(f"{path}: expected a mapping at the top level, found {type(params).__name__}")
     return params
@@ -55,6 +58,7 @@ def compose(root: Path = Path("."), overrides: Sequence[str] = ()) -> str:
     DVC's own composition function with the repository's [hydra] settings, so the result is byte-identical to
     what `dvc exp run` writes. Overrides use Hydra's grammar, as `-S` does: `train=paper`, `model.blocks=12`.
     """
+    import yaml
     from dvc.config import Config
     from dvc.utils.hydra import compose_and_dump
     from hydra.errors import HydraException
@@ -64,6 +68,8 @@ def compose(root: Path = Path("."), overrides: Sequence[str] = ()) -> str:
         if key in RETIRED_KEYS:
             raise ImrestoreError(f"-S {override}: {key} is retired: {RETIRED_KEYS[key]}")
     root = Path(root).resolve()
+    if not (root / ".dvc").is_dir():
+        raise ImrestoreError(f"{root} has no .dvc/: run from the repository root, where conf/ and params.yaml are")
     hydra = Config(dvc_dir=root / ".dvc").get("hydra", {})
     if not hydra.get("enabled", False):
         raise ImrestoreError(f"{root / '.dvc/config'}: [hydra] is not enabled, so params.yaml is not composed")
@@ -75,6 +81,9 @@ def compose(root: Path = Path("."), overrides: Sequence[str] = ()) -> str:
                              str(root / hydra.get("plugins_path", "")), list(overrides))
         except HydraException as exc:
             raise ImrestoreError(f"{config_dir}: cannot compose params.yaml: {exc}") from None
+        except yaml.YAMLError as exc:  # Hydra reads conf/ with PyYAML, and lets its errors through; they name the file
+            raise ImrestoreError(f"{config_dir}: cannot compose params.yaml: a file there is not valid YAML: "
+                                 f"{exc}") from None
         return out.read_text(encoding="utf-8")
 
 

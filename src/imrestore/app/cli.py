@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -34,45 +34,85 @@ def _dvc(*args: str) -> subprocess.CompletedProcess:
 
 
 def _data_matches_dvc_file() -> bool:
-    """True when data/ holds exactly what data.dvc records (whether or not the DVC cache has it yet)."""
+    """True when data/ holds exactly what data.dvc records, whether or not the DVC cache has it yet.
+
+    Not `dvc status`: it says "not in cache" whenever the cache lacks the recorded version, whatever data/ holds,
+    which once let a teammate's `imrestore data` (no `dvc pull`) record the sample over the team's real data.
+    """
     if not DATA_DIR.is_dir():
         return False
-    status = _dvc("status", str(DATA_DVC), "--json")
-    if status.returncode != 0:
-        raise ImrestoreError(f"`dvc status {DATA_DVC}` failed:\n{status.stderr.strip()}")
-    changes = json.loads(status.stdout or "{}").get(str(DATA_DVC), [])
-    return all(change == {"changed outs": {"data": "not in cache"}} for change in changes)
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
+    try:
+        with Repo(".") as repo:
+            (out,) = repo.stage.load_one(str(DATA_DVC)).outs
+            return out.get_hash() == out.hash_info
+    except (DvcException, ValueError) as exc:
+        raise ImrestoreError(f"{DATA_DVC}: DVC cannot compare it with data/: {exc}") from None
+
+
+def _records_the_sample() -> bool:
+    """Whether data.dvc records the embedded sample: its meta names the sample's hash, and `dvc add data` (which
+    keeps the meta) has not recorded other data since. `embedded_sample: true` is the older, unchecked form."""
+    recorded = yaml.safe_load(DATA_DVC.read_text()) or {}
+    sample = (recorded.get("meta") or {}).get("embedded_sample")
+    outs = recorded.get("outs") or [{}]
+    return sample is True or (bool(sample) and sample == outs[0].get("md5"))
+
+
+def _copy_sample() -> None:
+    """Copy the embedded sample into data/: the photographs from scikit-image, and each folder's README.
+
+    Staged first, so that a file of data/ it would replace with other bytes is refused, not overwritten: DVC
+    has no copy of it (or its checkout would have restored data/), so it may be the only one."""
+    from imrestore.acquire.sample import materialise_photos
+    from imrestore.atomic import ensure_text, write_bytes
+    from imrestore.evaluation.testsets import BENCHMARK_READMES
+    from imrestore.models.weights import CHECKPOINT_READMES
+
+    with tempfile.TemporaryDirectory() as scratch:
+        staged = Path(scratch)
+        materialise_photos(staged)
+        for folder, readmes in (("benchmarks", BENCHMARK_READMES), ("checkpoints", CHECKPOINT_READMES)):
+            for name, text in readmes.items():
+                ensure_text(staged / folder / name / "README.md", text)
+        files = {path.relative_to(staged): path.read_bytes() for path in sorted(staged.rglob("*")) if path.is_file()}
+    differing = [str(DATA_DIR / name) for name, data in files.items()
+                 if os.path.lexists(DATA_DIR / name) and not ((DATA_DIR / name).is_file()
+                                                               and (DATA_DIR / name).read_bytes() == data)]
+    if differing:
+        raise ImrestoreError(
+            f"data/ does not match {DATA_DVC}, and the embedded sample would replace files the DVC cache has no "
+            f"copy of: {', '.join(differing)}. Keep them with `dvc add data` (they are then your raw data), or "
+            "move them away, and run again")
+    for name, data in files.items():
+        if not (DATA_DIR / name).is_file():
+            write_bytes(DATA_DIR / name, data)
 
 
 def prepare_data() -> str:
     """Make data/ match data.dvc and make sure the DVC cache holds it; return what was done.
 
     In order: data/ already matches; restore from the DVC cache (e.g. after `dvc pull`); or, when data.dvc
-    records the embedded sample, copy the photographs from the installed scikit-image. Never changes
-    data.dvc: recording new raw data is the user's `dvc add data`.
+    records the embedded sample, copy it from the installed scikit-image. Never changes data.dvc (recording
+    new raw data is the user's `dvc add data`) and never replaces a file of data/ that DVC has no copy of.
     """
-    from imrestore.acquire.sample import materialise_photos
-    from imrestore.atomic import ensure_text
-    from imrestore.evaluation.testsets import BENCHMARK_READMES
-    from imrestore.models.weights import CHECKPOINT_READMES
-
     if not DATA_DVC.is_file():
         raise ImrestoreError(f"{DATA_DVC} not found: run from the repository root")
+    if os.path.lexists(DATA_DIR) and not DATA_DIR.is_dir():
+        raise ImrestoreError(f"{DATA_DIR} is a file; expected the folder {DATA_DVC} tracks (move the file away)")
     how = "already in place"
     if not _data_matches_dvc_file():
-        _dvc("checkout", str(DATA_DVC))
+        _dvc("checkout", str(DATA_DVC))  # refuses, and leaves them, files it has no copy of: judged below
         how = "restored from the DVC cache"
     if not _data_matches_dvc_file():
-        meta = (yaml.safe_load(DATA_DVC.read_text()) or {}).get("meta") or {}
-        if not meta.get("embedded_sample"):
+        if not _records_the_sample():
             raise ImrestoreError(
-                f"data/ does not match {DATA_DVC} and the DVC cache does not have it. Run `dvc pull` to fetch "
-                f"the raw data from the remote, or `dvc add data` to record data/ as it is now"
+                f"data/ does not match {DATA_DVC} and the DVC cache does not have what it records. Run `dvc pull` "
+                f"to fetch the raw data from the remote, or `dvc add data` to record data/ as it is now"
             )
-        materialise_photos(DATA_DIR)
-        for folder, readmes in (("benchmarks", BENCHMARK_READMES), ("checkpoints", CHECKPOINT_READMES)):
-            for name, text in readmes.items():
-                ensure_text(DATA_DIR / folder / name / "README.md", text)
+        _copy_sample()
         how = "copied from scikit-image"
         if not _data_matches_dvc_file():
             raise ImrestoreError(
@@ -84,6 +124,38 @@ def prepare_data() -> str:
     if commit.returncode != 0:
         raise ImrestoreError(f"`dvc commit {DATA_DVC}` failed:\n{commit.stderr.strip()}")
     return how
+
+
+PARAMS_SECTIONS = {"download", "validate", "split", "patches", "model", "train", "evaluate"}  # one per stage kind
+
+
+def check_params(params: dict) -> list:
+    """Parse every section of `params` as the stages will (both datasets, both tasks) and return the results, so
+    a bad value or an unknown key is named before the pipeline runs rather than at the stage that reads it: a
+    section nothing reads (`+modle.blocks=12`) would otherwise be ignored without a word."""
+    from imrestore.acquire.sources import SourceConfig
+    from imrestore.data.patches import PatchGeometry
+    from imrestore.data.split import SplitConfig
+    from imrestore.data.validation import ValidateConfig
+    from imrestore.evaluation.evaluate import EvaluateSettings
+    from imrestore.params import reject_unknown, section
+    from imrestore.training import TrainConfig
+
+    unknown = sorted(set(params) - PARAMS_SECTIONS)
+    if unknown:
+        raise ImrestoreError(f"params.yaml: unknown section {unknown[0]}; expected one of "
+                             f"{', '.join(sorted(PARAMS_SECTIONS))}")
+    parsed = []
+    for dataset in DATASETS:
+        parsed += [SourceConfig.for_dataset(dataset, section(params, f"download.{dataset}")),
+                   ValidateConfig.for_dataset(dataset, section(params, f"validate.{dataset}")),
+                   SplitConfig.for_dataset(dataset, section(params, f"split.{dataset}")),
+                   PatchGeometry.for_dataset(dataset, section(params, f"patches.{dataset}"))]
+    for name in ("download", "validate", "split", "patches"):
+        reject_unknown(params[name], set(DATASETS), where=name)
+    for task in TASKS:
+        parsed += [TrainConfig.from_params(params, task), EvaluateSettings.for_task(params, task)]
+    return parsed
 
 
 def _validate_folder(folder: Path, dataset: str, gopro_input: str) -> dict:
@@ -107,7 +179,15 @@ def _params(args: argparse.Namespace) -> None:
     from imrestore.params import PARAMS_FILE, compose, differences, load_params, parse_yaml
 
     composed = compose(Path("."), args.set)
-    current = load_params(PARAMS_FILE) if PARAMS_FILE.is_file() else {}
+    check_params(parse_yaml(composed))  # before params.yaml is written: a bad value is named now, not at its stage
+    try:
+        current = load_params(PARAMS_FILE) if PARAMS_FILE.is_file() else {}
+    except ImrestoreError as unreadable:  # a generated file: a broken one is what composing is for
+        if args.check:
+            raise
+        write_text(PARAMS_FILE, composed)
+        print(f"{PARAMS_FILE}: composed from conf/, replacing a file that could not be read ({unreadable})")
+        return
     changed = differences(current, parse_yaml(composed))
     if args.check:
         if changed:
