@@ -179,7 +179,8 @@ def _params(args: argparse.Namespace) -> None:
     from imrestore.params import PARAMS_FILE, compose, differences, load_params, parse_yaml
 
     composed = compose(Path("."), args.set)
-    check_params(parse_yaml(composed))  # before params.yaml is written: a bad value is named now, not at its stage
+    composed_params = parse_yaml(composed)
+    check_params(composed_params)  # before params.yaml is written: a bad value is named now, not at its stage
     try:
         current = load_params(PARAMS_FILE) if PARAMS_FILE.is_file() else {}
     except ImrestoreError as unreadable:  # a generated file: a broken one is what composing is for
@@ -188,7 +189,7 @@ def _params(args: argparse.Namespace) -> None:
         write_text(PARAMS_FILE, composed)
         print(f"{PARAMS_FILE}: composed from conf/, replacing a file that could not be read ({unreadable})")
         return
-    changed = differences(current, parse_yaml(composed))
+    changed = differences(current, composed_params)
     if args.check:
         if changed:
             raise ImrestoreError(f"{PARAMS_FILE} is not what conf/ composes to ({len(changed)} values differ; "
